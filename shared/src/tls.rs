@@ -1,0 +1,236 @@
+//! TLS material: PEM loading, a generated development certificate, rustls server configs and
+//! the SPKI hash that browsers can be told to trust.
+//!
+//! Everything uses the ring provider explicitly: with two providers compiled in (a dependency
+//! may enable aws-lc), rustls' implicit default panics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why TLS material could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {what}")]
+    Pem { path: PathBuf, what: String },
+    #[error("cannot generate a development certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The ring crypto provider every quicdn TLS config is built on.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl TlsMaterial {
+    /// Loads a PEM chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let cert_pem = read(cert)?;
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error(cert, e))?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                path: cert.to_owned(),
+                what: "no CERTIFICATE block found".into(),
+            });
+        }
+        let key_pem = read(key)?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| pem_error(key, e))?;
+        Ok(Self {
+            chain,
+            key: key_der,
+        })
+    }
+
+    /// Base64 of the SHA-256 of the leaf's SubjectPublicKeyInfo: the value Chromium's
+    /// `--ignore-certificate-errors-spki-list` and HPKP-style pins take.
+    pub fn spki_sha256(&self) -> Option<String> {
+        let leaf = self.chain.first()?;
+        let cert = leaf_spki(leaf)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &cert);
+        Some(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+    }
+
+    /// A rustls server config for this material, offering `alpn` in order.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+}
+
+/// A self-signed development certificate kept in a directory so that its SPKI hash stays the
+/// same across restarts.
+#[derive(Debug, Clone)]
+pub struct DevCertificate {
+    pub material: TlsMaterial,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl DevCertificate {
+    /// Loads `dir/dev-cert.pem` and `dir/dev-key.pem`, or generates them for `names` (DNS names
+    /// or IP addresses) when missing or unreadable.
+    pub fn load_or_generate(dir: &Path, names: &[String]) -> Result<Self, TlsError> {
+        let cert_path = dir.join("dev-cert.pem");
+        let key_path = dir.join("dev-key.pem");
+        if let Ok(material) = TlsMaterial::from_pem_files(&cert_path, &key_path) {
+            return Ok(Self {
+                material,
+                cert_path,
+                key_path,
+            });
+        }
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(names.to_vec())?;
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        write(&cert_path, cert.pem().as_bytes())?;
+        write(&key_path, signing_key.serialize_pem().as_bytes())?;
+        let material = TlsMaterial {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(signing_key.serialize_der().into()),
+        };
+        Ok(Self {
+            material,
+            cert_path,
+            key_path,
+        })
+    }
+}
+
+fn leaf_spki(leaf: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    // rustls does not expose the SPKI of a parsed certificate; a minimal DER walk finds it:
+    // Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial, sigAlg, issuer,
+    // validity, subject, subjectPublicKeyInfo, ... }, ... }
+    let (_, cert_body, _) = der_element(leaf.as_ref())?;
+    let (_, mut tbs, _) = der_element(cert_body)?;
+    let (tag, _, rest) = der_element(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+    }
+    for _ in 0..5 {
+        let (_, _, rest) = der_element(tbs)?;
+        tbs = rest;
+    }
+    let (_, _, rest) = der_element(tbs)?;
+    Some(tbs[..tbs.len() - rest.len()].to_vec())
+}
+
+/// Splits one DER element off `input`: (tag, contents, remaining input).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)? as usize;
+    let (len, header) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = input.get(2..2 + n)?;
+        (
+            bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize),
+            2 + n,
+        )
+    };
+    let contents = input.get(header..header.checked_add(len)?)?;
+    Some((tag, contents, &input[header + len..]))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    std::fs::write(path, data).map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
+    TlsError::Pem {
+        path: path.to_owned(),
+        what: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificate_is_stable_across_loads_and_hashes_its_spki() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let first = DevCertificate::load_or_generate(dir.path(), &names).unwrap();
+        let second = DevCertificate::load_or_generate(dir.path(), &names).unwrap();
+        let spki = first.material.spki_sha256().unwrap();
+        assert_eq!(spki, second.material.spki_sha256().unwrap());
+        // The SPKI hash is over the public key alone: recompute it from the key pair.
+        let key_pem = std::fs::read_to_string(&first.key_path).unwrap();
+        let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+        let expected = base64::engine::general_purpose::STANDARD.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        ));
+        assert_eq!(spki, expected);
+        first.material.server_config(&[b"h2"]).unwrap();
+    }
+
+    #[test]
+    fn bad_pem_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        std::fs::write(&cert, "not pem").unwrap();
+        let err = TlsMaterial::from_pem_files(&cert, &cert)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.pem"), "{err}");
+    }
+}
