@@ -1,0 +1,456 @@
+//! A fill: one origin body being written into the store while any number of clients stream
+//! it.
+//!
+//! The fill task runs on its own, at the origin's pace, whatever its readers do: a client that
+//! disconnects does not cancel it, a slow one does not stall the others. Readers follow the
+//! fill by byte offset: bytes already written come from the store (or the last chunks kept in
+//! memory), bytes of the chunk being assembled come straight from the origin's frames, and past
+//! that a reader waits for progress. Memory per fill is bounded by about three chunks.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use tokio::sync::watch;
+
+use super::meta::{ChunkRef, Meta};
+use super::store::{Store, StoreError};
+use crate::body::{Body, BoxError};
+
+/// Why a fill did not produce an entry.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FillError {
+    #[error("origin body failed: {0}")]
+    Origin(String),
+    #[error("origin sent {got} body bytes but announced {announced}")]
+    Length { announced: u64, got: u64 },
+    #[error("cache write failed: {0}")]
+    Store(String),
+    #[error("object grew past the {0}-byte maximum; not stored")]
+    TooLarge(u64),
+}
+
+/// How a fill stores what it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct FillLimits {
+    pub chunk_size: usize,
+    pub max_object_size: u64,
+    /// Keep the chunks in the memory tier too (small objects).
+    pub keep_hot: bool,
+}
+
+/// Shared state of one fill.
+pub struct Fill {
+    store: Arc<Store>,
+    state: Mutex<State>,
+    progress: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Chunks written so far, with the offset each starts at.
+    chunks: Vec<(u64, ChunkRef)>,
+    /// The last chunks written, kept so readers just behind the fill skip the disk.
+    recent: VecDeque<(usize, Bytes)>,
+    written: u64,
+    /// Frames of the chunk being assembled, starting at offset `written`.
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    end: Option<Result<(), FillError>>,
+}
+
+impl State {
+    fn available(&self) -> u64 {
+        self.written + self.pending_len as u64
+    }
+}
+
+enum Step {
+    Data(Bytes),
+    Read(ChunkRef, usize),
+    Wait,
+    Done,
+    Failed(FillError),
+}
+
+const RECENT_CHUNKS: usize = 2;
+
+impl Fill {
+    pub fn new(store: Arc<Store>) -> Arc<Self> {
+        let (progress, _) = watch::channel(0);
+        Arc::new(Self {
+            store,
+            state: Mutex::default(),
+            progress,
+        })
+    }
+
+    /// Reads the origin body to its end, writing chunks to the store, then commits `meta`
+    /// (with its chunks and length filled in). On any failure every chunk written is released
+    /// and no entry is created.
+    pub async fn run(
+        self: Arc<Self>,
+        mut body: Body,
+        announced: Option<u64>,
+        mut meta: Meta,
+        limits: FillLimits,
+    ) -> Result<Arc<Meta>, FillError> {
+        let result = self.pump(&mut body, announced, limits).await;
+        let committed = match result {
+            Ok(total) => {
+                let chunks = self.lock().chunks.iter().map(|(_, c)| c.clone()).collect();
+                meta.chunks = chunks;
+                meta.body_len = total;
+                self.store
+                    .commit(meta)
+                    .await
+                    .map_err(|e| FillError::Store(e.to_string()))
+            }
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            let chunks: Vec<ChunkRef> = self.lock().chunks.iter().map(|(_, c)| c.clone()).collect();
+            self.store.release(&chunks).await;
+        }
+        self.finish(committed.as_ref().map(|_| ()).map_err(Clone::clone));
+        committed
+    }
+
+    async fn pump(
+        &self,
+        body: &mut Body,
+        announced: Option<u64>,
+        limits: FillLimits,
+    ) -> Result<u64, FillError> {
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| FillError::Origin(crate::origin::error_chain(&*e)))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not stored
+            };
+            total += data.len() as u64;
+            if announced.is_some_and(|a| total > a) {
+                return Err(FillError::Length {
+                    announced: announced.unwrap_or(0),
+                    got: total,
+                });
+            }
+            if total > limits.max_object_size {
+                return Err(FillError::TooLarge(limits.max_object_size));
+            }
+            self.push(data);
+            while self.lock().pending_len >= limits.chunk_size {
+                self.flush(limits.chunk_size, limits.keep_hot).await?;
+            }
+        }
+        if let Some(announced) = announced.filter(|a| *a != total) {
+            return Err(FillError::Length {
+                announced,
+                got: total,
+            });
+        }
+        let rest = self.lock().pending_len;
+        if rest > 0 {
+            self.flush(rest, limits.keep_hot).await?;
+        }
+        Ok(total)
+    }
+
+    fn push(&self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        state.pending_len += data.len();
+        state.pending.push(data);
+        drop(state);
+        self.progress.send_modify(|v| *v += 1);
+    }
+
+    /// Writes the first `len` pending bytes as one chunk.
+    async fn flush(&self, len: usize, keep_hot: bool) -> Result<(), FillError> {
+        let data = {
+            let state = self.lock();
+            let mut buf = BytesMut::with_capacity(len);
+            for frame in &state.pending {
+                let take = (len - buf.len()).min(frame.len());
+                buf.extend_from_slice(&frame[..take]);
+                if buf.len() == len {
+                    break;
+                }
+            }
+            buf.freeze()
+        };
+        let chunk = self
+            .store
+            .write_chunk(data.clone(), keep_hot)
+            .await
+            .map_err(|e| FillError::Store(e.to_string()))?;
+        let mut state = self.lock();
+        let offset = state.written;
+        let index = state.chunks.len();
+        state.chunks.push((offset, chunk));
+        state.recent.push_back((index, data));
+        if state.recent.len() > RECENT_CHUNKS {
+            state.recent.pop_front();
+        }
+        state.written += len as u64;
+        state.pending_len -= len;
+        drop_prefix(&mut state.pending, len);
+        drop(state);
+        self.progress.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    fn finish(&self, end: Result<(), FillError>) {
+        self.lock().end = Some(end);
+        self.progress.send_modify(|v| *v += 1);
+    }
+
+    /// A body streaming this fill from its first byte.
+    pub fn reader(self: &Arc<Self>) -> Body {
+        let reader = Reader {
+            fill: self.clone(),
+            pos: 0,
+            rx: self.progress.subscribe(),
+        };
+        let stream = futures_util::stream::unfold(reader, |mut r| async move {
+            r.next()
+                .await
+                .map(|item| (item.map(http_body::Frame::data), r))
+        });
+        crate::body::boxed(http_body_util::StreamBody::new(stream))
+    }
+
+    /// Waits until the fill has ended; true if it committed an entry.
+    pub async fn finished(&self) -> bool {
+        let mut rx = self.progress.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(end) = &self.lock().end {
+                return end.is_ok();
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    fn step(&self, pos: u64) -> Step {
+        let state = self.lock();
+        if pos < state.written {
+            let i = state.chunks.partition_point(|(start, _)| *start <= pos) - 1;
+            let (start, chunk) = &state.chunks[i];
+            let skip = (pos - start) as usize;
+            if let Some((_, bytes)) = state.recent.iter().find(|(idx, _)| *idx == i) {
+                return Step::Data(bytes.slice(skip..));
+            }
+            return Step::Read(chunk.clone(), skip);
+        }
+        if pos < state.available() {
+            let mut offset = state.written;
+            for frame in &state.pending {
+                let end = offset + frame.len() as u64;
+                if pos < end {
+                    return Step::Data(frame.slice((pos - offset) as usize..));
+                }
+                offset = end;
+            }
+        }
+        match &state.end {
+            Some(Ok(())) => Step::Done,
+            Some(Err(e)) => Step::Failed(e.clone()),
+            None => Step::Wait,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Removes `len` bytes from the front of a frame list.
+fn drop_prefix(frames: &mut Vec<Bytes>, mut len: usize) {
+    let mut whole = 0;
+    for frame in frames.iter_mut() {
+        if len >= frame.len() {
+            len -= frame.len();
+            whole += 1;
+        } else {
+            *frame = frame.slice(len..);
+            break;
+        }
+    }
+    frames.drain(..whole);
+}
+
+struct Reader {
+    fill: Arc<Fill>,
+    pos: u64,
+    rx: watch::Receiver<u64>,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        loop {
+            self.rx.borrow_and_update();
+            let data = match self.fill.step(self.pos) {
+                Step::Data(bytes) => bytes,
+                Step::Read(chunk, skip) => match self.fill.store.read_chunk(&chunk, false).await {
+                    Ok(bytes) => bytes.slice(skip.min(bytes.len())..),
+                    Err(e) => return Some(Err(Box::new(e) as BoxError)),
+                },
+                Step::Done => return None,
+                Step::Failed(e) => return Some(Err(Box::new(e))),
+                Step::Wait => {
+                    if self.rx.changed().await.is_err() {
+                        let gone = StoreError::Io("fill abandoned".into());
+                        return Some(Err(Box::new(gone)));
+                    }
+                    continue;
+                }
+            };
+            self.pos += data.len() as u64;
+            return Some(Ok(data));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::meta::FORMAT_VERSION;
+    use crate::cache::store::StoreLimits;
+
+    fn meta() -> Meta {
+        Meta {
+            format: FORMAT_VERSION,
+            key: "k\0".into(),
+            status: 200,
+            headers: Vec::new(),
+            request_time: 0,
+            response_time: 0,
+            body_len: 0,
+            chunks: Vec::new(),
+            vary: Vec::new(),
+        }
+    }
+
+    fn limits() -> FillLimits {
+        FillLimits {
+            chunk_size: 4096,
+            max_object_size: 1 << 30,
+            keep_hot: false,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            disk_budget: 1 << 30,
+            memory_budget: 1 << 20,
+        };
+        let store = Store::open(dir.path(), limits).await.unwrap();
+        (dir, store)
+    }
+
+    /// A body fed frame by frame by the test, so readers can join mid-fill.
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>, Body) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|item| (item.map(http_body::Frame::data), rx))
+        });
+        (
+            tx,
+            crate::body::boxed(http_body_util::StreamBody::new(stream)),
+        )
+    }
+
+    async fn collect(body: Body) -> Result<Vec<u8>, BoxError> {
+        Ok(body.collect().await?.to_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn early_and_late_readers_get_every_byte_and_the_entry_is_stored() {
+        let (_dir, store) = store().await;
+        let fill = Fill::new(store.clone());
+        let (tx, body) = channel_body();
+        let expected: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let early = tokio::spawn(collect(fill.reader()));
+        let task = tokio::spawn(fill.clone().run(body, Some(20_000), meta(), limits()));
+        for piece in expected.chunks(3000).take(4) {
+            tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+        }
+        // Joins after several chunks were written to the store.
+        tokio::task::yield_now().await;
+        let late = tokio::spawn(collect(fill.reader()));
+        for piece in expected.chunks(3000).skip(4) {
+            tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+        }
+        drop(tx);
+        let stored = task.await.unwrap().unwrap();
+        assert_eq!(early.await.unwrap().unwrap(), expected);
+        assert_eq!(late.await.unwrap().unwrap(), expected);
+        assert_eq!(collect(fill.reader()).await.unwrap(), expected);
+        assert_eq!(stored.body_len, 20_000);
+        assert_eq!(stored.chunks.len(), 5);
+        assert!(store.get("k\0").is_some());
+        assert!(fill.finished().await);
+    }
+
+    #[tokio::test]
+    async fn a_broken_origin_body_fails_readers_and_stores_nothing() {
+        let (dir, store) = store().await;
+        let fill = Fill::new(store.clone());
+        let (tx, body) = channel_body();
+        let reader = tokio::spawn(collect(fill.reader()));
+        let task = tokio::spawn(fill.clone().run(body, Some(50_000), meta(), limits()));
+        tx.send(Ok(Bytes::from(vec![7u8; 10_000]))).await.unwrap();
+        tx.send(Err("connection reset".into())).await.unwrap();
+        assert!(matches!(task.await.unwrap(), Err(FillError::Origin(_))));
+        assert!(reader.await.unwrap().is_err());
+        assert!(store.get("k\0").is_none());
+        assert_eq!(store.stats().disk_bytes, 0);
+        let content = walk(&dir.path().join("content-v2"));
+        assert_eq!(content, 0, "no chunk files may remain");
+    }
+
+    #[tokio::test]
+    async fn a_short_body_is_not_stored() {
+        let (_dir, store) = store().await;
+        let fill = Fill::new(store.clone());
+        let (tx, body) = channel_body();
+        let task = tokio::spawn(fill.clone().run(body, Some(100), meta(), limits()));
+        tx.send(Ok(Bytes::from_static(b"only a part")))
+            .await
+            .unwrap();
+        drop(tx);
+        assert!(matches!(
+            task.await.unwrap(),
+            Err(FillError::Length {
+                announced: 100,
+                got: 11
+            })
+        ));
+        assert!(store.get("k\0").is_none());
+    }
+
+    fn walk(dir: &std::path::Path) -> usize {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        read.flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    walk(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+}

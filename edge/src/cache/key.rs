@@ -1,0 +1,37 @@
+//! Cache keys.
+//!
+//! A *primary* key names a resource: lowercase host (without port) and path-and-query. A
+//! *variant* key adds the request header values its response's `Vary` names, so each variant
+//! is its own entry. The two are joined with NUL, which cannot occur in either part.
+
+/// The primary key for a request target.
+pub fn primary(host: &str, path_and_query: &str) -> String {
+    let mut key = String::with_capacity(host.len() + path_and_query.len() + 1);
+    key.push_str(&host.to_ascii_lowercase());
+    key.push_str(path_and_query);
+    key
+}
+
+/// The variant key: the primary key plus the normalised Vary values ("" when no Vary).
+pub fn variant(primary: &str, vary_key: &str) -> String {
+    format!("{primary}\0{vary_key}")
+}
+
+/// The primary part of a variant key.
+pub fn primary_of(variant: &str) -> &str {
+    variant.split('\0').next().unwrap_or(variant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_back() {
+        let p = primary("CDN.Example", "/a?b=1");
+        assert_eq!(p, "cdn.example/a?b=1");
+        let v = variant(&p, "accept-encoding\ngzip");
+        assert_eq!(primary_of(&v), p);
+        assert_ne!(variant(&p, ""), p);
+    }
+}

@@ -1,0 +1,130 @@
+//! What is stored about a cached response besides its body chunks.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cacache::Integrity;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+/// Bumped when the stored format changes; entries of another version are dropped at startup.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One content-addressed piece of a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub sri: Integrity,
+    pub len: u64,
+}
+
+/// A stored response: head, timing and the chunks of its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    /// The variant key this entry is stored under (checked on load).
+    pub key: String,
+    pub status: u16,
+    /// Header lines in order. Values are kept byte-exact as Latin-1 strings: header values may
+    /// carry obs-text bytes that are not UTF-8.
+    pub headers: Vec<(String, String)>,
+    /// Milliseconds since the Unix epoch when the origin request was sent / answered
+    /// (RFC 9111 4.2.3 `request_time` and `response_time`).
+    pub request_time: u64,
+    pub response_time: u64,
+    pub body_len: u64,
+    pub chunks: Vec<ChunkRef>,
+    /// The request header values the Vary fields had for this variant (lowercase names).
+    pub vary: Vec<String>,
+}
+
+impl Meta {
+    /// The stored status, falling back to 500 for a corrupt value (never expected: the meta is
+    /// integrity-checked on load).
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let bytes: Vec<u8> = value.chars().map(|c| c as u32 as u8).collect();
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    pub fn set_headers(&mut self, headers: &HeaderMap) {
+        self.headers = encode_headers(headers);
+    }
+
+    pub fn request_time(&self) -> SystemTime {
+        from_millis(self.request_time)
+    }
+
+    pub fn response_time(&self) -> SystemTime {
+        from_millis(self.response_time)
+    }
+
+    /// Bytes this entry costs on disk beyond its chunks (approximate: the serialized meta).
+    pub fn overhead(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 8)
+            .sum();
+        (headers + self.key.len() + self.chunks.len() * 80 + 256) as u64
+    }
+}
+
+/// Header lines as stored in [`Meta::headers`].
+pub fn encode_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let latin1: String = v.as_bytes().iter().map(|&b| b as char).collect();
+            (n.as_str().to_owned(), latin1)
+        })
+        .collect()
+}
+
+pub fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_byte_exact() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.append("set-cookie", "a=1".parse().unwrap());
+        h.append("set-cookie", "b=2".parse().unwrap());
+        let mut meta = Meta {
+            format: FORMAT_VERSION,
+            key: "k".into(),
+            status: 200,
+            headers: Vec::new(),
+            request_time: 1,
+            response_time: 2,
+            body_len: 0,
+            chunks: Vec::new(),
+            vary: Vec::new(),
+        };
+        meta.set_headers(&h);
+        let json = serde_json::to_vec(&meta).unwrap();
+        let back: Meta = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.header_map(), h);
+    }
+}

@@ -1,0 +1,673 @@
+//! Bytes on disk and in memory. Knows keys, metas and chunks; knows nothing of HTTP rules.
+//!
+//! - Disk: a cacache directory. Body chunks are content-addressed (identical chunks are stored
+//!   once, whichever responses they belong to); each entry's [`Meta`] is content too, and the
+//!   cacache index maps the entry key to it.
+//! - Memory: every entry's `Meta` is held in an in-memory index (so a lookup never touches
+//!   disk), and a byte-bounded hot tier (moka) holds the chunks of small objects.
+//! - Budget: chunks are reference-counted across entries; when the bytes on disk exceed the
+//!   budget, least recently used entries are removed and chunks nobody references are deleted.
+//! - Integrity: every chunk read from disk is checked against its hash before it is returned;
+//!   a mismatch is [`StoreError::Corrupt`] and the caller drops the entry.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use cacache::Integrity;
+
+use super::key;
+use super::meta::{ChunkRef, FORMAT_VERSION, Meta};
+
+/// Store failures. `Corrupt` and `Missing` mean the entry must not be served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cached content {0} failed its integrity check")]
+    Corrupt(Integrity),
+    #[error("cached content {0} is missing")]
+    Missing(Integrity),
+    #[error("cache I/O error: {0}")]
+    Io(String),
+}
+
+/// Sizes the store works within.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub disk_budget: u64,
+    pub memory_budget: u64,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub entries: u64,
+    pub disk_bytes: u64,
+    pub memory_chunks: u64,
+    pub memory_bytes: u64,
+    pub evictions: u64,
+}
+
+/// The cache's storage.
+pub struct Store {
+    dir: PathBuf,
+    limits: StoreLimits,
+    index: Mutex<Index>,
+    hot: moka::sync::Cache<Integrity, Bytes>,
+    /// Writers and deleters of one chunk serialize on its stripe, so a chunk being deleted
+    /// cannot be re-referenced by a concurrent writer who then finds the file gone.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<String, Slot>,
+    /// Recency order: tick -> key. The smallest tick is the least recently used.
+    lru: BTreeMap<u64, String>,
+    tick: u64,
+    chunks: HashMap<Integrity, ChunkUse>,
+    /// Primary key -> variant keys stored for it.
+    variants: HashMap<String, HashSet<String>>,
+    disk_bytes: u64,
+    evictions: u64,
+}
+
+struct Slot {
+    meta: Arc<Meta>,
+    meta_ref: ChunkRef,
+    tick: u64,
+}
+
+struct ChunkUse {
+    refs: u32,
+    len: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, rebuilding the in-memory index from disk. Entries
+    /// whose meta is unreadable, of another format, or whose chunks are missing are removed, as
+    /// are chunks no entry references (left by a crash mid-fill).
+    pub async fn open(dir: &Path, limits: StoreLimits) -> Result<Arc<Self>, StoreError> {
+        let dir_owned = dir.to_owned();
+        let index = tokio::task::spawn_blocking(move || load_index(&dir_owned))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))??;
+        let hot = moka::sync::Cache::builder()
+            .max_capacity(limits.memory_budget)
+            .weigher(|_k: &Integrity, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .build();
+        let store = Arc::new(Self {
+            dir: dir.to_owned(),
+            limits,
+            index: Mutex::new(index),
+            hot,
+            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        });
+        store.enforce_budget(None).await;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The stored entry for `key`, marking it recently used.
+    pub fn get(&self, key: &str) -> Option<Arc<Meta>> {
+        let mut index = self.lock();
+        let index = &mut *index;
+        let slot = index.entries.get_mut(key)?;
+        index.lru.remove(&slot.tick);
+        index.tick += 1;
+        slot.tick = index.tick;
+        index.lru.insert(slot.tick, key.to_owned());
+        Some(slot.meta.clone())
+    }
+
+    /// The variant keys stored under a primary key.
+    pub fn variants(&self, primary: &str) -> Vec<String> {
+        self.lock()
+            .variants
+            .get(primary)
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Reads one chunk, from memory or from disk with its hash checked. `keep_hot` puts a
+    /// chunk read from disk into the memory tier.
+    pub async fn read_chunk(&self, chunk: &ChunkRef, keep_hot: bool) -> Result<Bytes, StoreError> {
+        if let Some(bytes) = self.hot.get(&chunk.sri) {
+            return Ok(bytes);
+        }
+        let data = cacache::read_hash(&self.dir, &chunk.sri)
+            .await
+            .map_err(|e| read_error(&chunk.sri, e))?;
+        if data.len() as u64 != chunk.len {
+            return Err(StoreError::Corrupt(chunk.sri.clone()));
+        }
+        let bytes = Bytes::from(data);
+        if keep_hot {
+            self.hot.insert(chunk.sri.clone(), bytes.clone());
+        }
+        Ok(bytes)
+    }
+
+    /// Writes one chunk and takes a reference on it for the caller (a fill). The reference is
+    /// handed to the entry by [`Store::commit`] or given back by [`Store::release`].
+    pub async fn write_chunk(&self, data: Bytes, keep_hot: bool) -> Result<ChunkRef, StoreError> {
+        let sri = Integrity::from(&data);
+        let chunk = ChunkRef {
+            sri: sri.clone(),
+            len: data.len() as u64,
+        };
+        let _stripe = self.stripe(&sri).lock().await;
+        let present = {
+            let mut index = self.lock();
+            match index.chunks.get_mut(&sri) {
+                Some(used) => {
+                    used.refs += 1;
+                    true
+                }
+                None => false,
+            }
+        };
+        if !present {
+            cacache::write_hash(&self.dir, &data)
+                .await
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+            let mut index = self.lock();
+            index.chunks.insert(
+                sri.clone(),
+                ChunkUse {
+                    refs: 1,
+                    len: chunk.len,
+                },
+            );
+            index.disk_bytes += chunk.len;
+        }
+        if keep_hot {
+            self.hot.insert(sri, data);
+        }
+        Ok(chunk)
+    }
+
+    /// Gives back references taken by [`Store::write_chunk`] (a fill that failed or was not
+    /// committed); chunks nobody else uses are deleted.
+    pub async fn release(&self, chunks: &[ChunkRef]) {
+        let candidates: Vec<Integrity> = {
+            let mut index = self.lock();
+            chunks
+                .iter()
+                .filter(|c| index.unref(&c.sri))
+                .map(|c| c.sri.clone())
+                .collect()
+        };
+        self.delete_unreferenced(candidates).await;
+    }
+
+    /// Stores `meta` (whose chunks the caller holds references on) under `meta.key`, replacing
+    /// any previous entry, then evicts down to the disk budget.
+    pub async fn commit(&self, meta: Meta) -> Result<Arc<Meta>, StoreError> {
+        let meta_ref = self.write_meta(&meta).await?;
+        let meta = Arc::new(meta);
+        let released = {
+            let mut index = self.lock();
+            let old = index.insert(meta.clone(), meta_ref.clone());
+            old.map(|slot| index.release_slot(&slot))
+                .unwrap_or_default()
+        };
+        self.delete_unreferenced(released).await;
+        self.enforce_budget(Some(&meta.key)).await;
+        Ok(meta)
+    }
+
+    /// Replaces the head of an existing entry (a 304 refreshed it), keeping its body chunks.
+    pub async fn update_meta(&self, mut meta: Meta) -> Result<Arc<Meta>, StoreError> {
+        let chunks = {
+            let mut index = self.lock();
+            let Some(slot) = index.entries.get(&meta.key) else {
+                return Err(StoreError::Io(format!("no entry {:?} to update", meta.key)));
+            };
+            meta.chunks = slot.meta.chunks.clone();
+            meta.body_len = slot.meta.body_len;
+            // The new slot holds its own references; commit releases the old slot's.
+            for c in &meta.chunks {
+                if let Some(used) = index.chunks.get_mut(&c.sri) {
+                    used.refs += 1;
+                }
+            }
+            meta.chunks.clone()
+        };
+        let committed = self.commit(meta).await;
+        if committed.is_err() {
+            self.release(&chunks).await;
+        }
+        committed
+    }
+
+    /// Removes one entry (corrupt, purged or invalidated).
+    pub async fn remove(&self, key: &str) {
+        let released = {
+            let mut index = self.lock();
+            match index.remove(key) {
+                Some(slot) => index.release_slot(&slot),
+                None => return,
+            }
+        };
+        self.remove_index_entry(key).await;
+        self.delete_unreferenced(released).await;
+    }
+
+    /// Removes every variant stored under a primary key (RFC 9111 4.4 invalidation).
+    pub async fn remove_primary(&self, primary: &str) -> usize {
+        let keys = self.variants(primary);
+        for key in &keys {
+            self.remove(key).await;
+        }
+        keys.len()
+    }
+
+    /// Drops a chunk that failed its integrity check, from memory and disk, with every entry
+    /// that uses it.
+    pub async fn drop_corrupt(&self, key: &str, sri: &Integrity) {
+        self.hot.invalidate(sri);
+        self.remove(key).await;
+        let _ = cacache::remove_hash(&self.dir, sri).await;
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let index = self.lock();
+        StoreStats {
+            entries: index.entries.len() as u64,
+            disk_bytes: index.disk_bytes,
+            memory_chunks: self.hot.entry_count(),
+            memory_bytes: self.hot.weighted_size(),
+            evictions: index.evictions,
+        }
+    }
+
+    async fn write_meta(&self, meta: &Meta) -> Result<ChunkRef, StoreError> {
+        let json = serde_json::to_vec(meta).map_err(|e| StoreError::Io(e.to_string()))?;
+        let meta_ref = self.write_chunk(Bytes::from(json), false).await?;
+        let opts = cacache::WriteOpts::new()
+            .integrity(meta_ref.sri.clone())
+            .size(meta_ref.len as usize);
+        if let Err(e) = cacache::index::insert_async(&self.dir, &meta.key, opts).await {
+            self.release(std::slice::from_ref(&meta_ref)).await;
+            return Err(StoreError::Io(e.to_string()));
+        }
+        Ok(meta_ref)
+    }
+
+    async fn enforce_budget(&self, keep: Option<&str>) {
+        loop {
+            let victim = {
+                let index = self.lock();
+                if index.disk_bytes <= self.limits.disk_budget {
+                    return;
+                }
+                index
+                    .lru
+                    .values()
+                    .find(|k| Some(k.as_str()) != keep)
+                    .cloned()
+            };
+            let Some(victim) = victim else { return };
+            self.lock().evictions += 1;
+            tracing::debug!(key = %victim, "evicting to stay within the disk budget");
+            self.remove(&victim).await;
+        }
+    }
+
+    async fn delete_unreferenced(&self, candidates: Vec<Integrity>) {
+        for sri in candidates {
+            let _stripe = self.stripe(&sri).lock().await;
+            let gone = {
+                let mut index = self.lock();
+                match index.chunks.get(&sri) {
+                    Some(used) if used.refs == 0 => {
+                        let len = used.len;
+                        index.chunks.remove(&sri);
+                        index.disk_bytes = index.disk_bytes.saturating_sub(len);
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if gone {
+                self.hot.invalidate(&sri);
+                if let Err(e) = cacache::remove_hash(&self.dir, &sri).await {
+                    tracing::warn!(%sri, error = %e, "cannot delete cached content");
+                }
+            }
+        }
+    }
+
+    async fn remove_index_entry(&self, key: &str) {
+        let opts = cacache::RemoveOpts::new().remove_fully(true);
+        if let Err(e) = opts.remove(&self.dir, key).await {
+            tracing::warn!(%key, error = %e, "cannot remove cache index entry");
+        }
+    }
+
+    fn stripe(&self, sri: &Integrity) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sri.hash(&mut h);
+        &self.stripes[(h.finish() % self.stripes.len() as u64) as usize]
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic elsewhere while holding the lock leaves the index consistent enough to use:
+        // every mutation is a few map operations.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+impl Index {
+    /// Inserts an entry whose chunk references the caller already holds; returns the slot it
+    /// replaced.
+    fn insert(&mut self, meta: Arc<Meta>, meta_ref: ChunkRef) -> Option<Slot> {
+        let key = meta.key.clone();
+        let old = self.remove(&key);
+        self.tick += 1;
+        self.lru.insert(self.tick, key.clone());
+        self.variants
+            .entry(key::primary_of(&key).to_owned())
+            .or_default()
+            .insert(key.clone());
+        self.entries.insert(
+            key,
+            Slot {
+                meta,
+                meta_ref,
+                tick: self.tick,
+            },
+        );
+        old
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Slot> {
+        let slot = self.entries.remove(key)?;
+        self.lru.remove(&slot.tick);
+        let primary = key::primary_of(key);
+        if let Some(set) = self.variants.get_mut(primary) {
+            set.remove(key);
+            if set.is_empty() {
+                self.variants.remove(primary);
+            }
+        }
+        Some(slot)
+    }
+
+    /// Drops a slot's references; returns chunks that are now unreferenced.
+    fn release_slot(&mut self, slot: &Slot) -> Vec<Integrity> {
+        std::iter::once(&slot.meta_ref)
+            .chain(slot.meta.chunks.iter())
+            .filter(|c| self.unref(&c.sri))
+            .map(|c| c.sri.clone())
+            .collect()
+    }
+
+    /// Drops one reference; true when none are left.
+    fn unref(&mut self, sri: &Integrity) -> bool {
+        match self.chunks.get_mut(sri) {
+            Some(used) => {
+                used.refs = used.refs.saturating_sub(1);
+                used.refs == 0
+            }
+            None => false,
+        }
+    }
+
+    fn add_ref(&mut self, sri: &Integrity, len: u64) {
+        let used = self
+            .chunks
+            .entry(sri.clone())
+            .or_insert(ChunkUse { refs: 0, len });
+        if used.refs == 0 {
+            self.disk_bytes += len;
+        }
+        used.refs += 1;
+    }
+}
+
+fn read_error(sri: &Integrity, e: cacache::Error) -> StoreError {
+    match e {
+        cacache::Error::IntegrityError(_) | cacache::Error::SizeMismatch(..) => {
+            StoreError::Corrupt(sri.clone())
+        }
+        cacache::Error::IoError(io, _) if io.kind() == std::io::ErrorKind::NotFound => {
+            StoreError::Missing(sri.clone())
+        }
+        cacache::Error::EntryNotFound(..) => StoreError::Missing(sri.clone()),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+/// Rebuilds the index from the cacache directory (blocking; runs at startup).
+fn load_index(dir: &Path) -> Result<Index, StoreError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    // Half-written temporary files from a previous run are never valid content.
+    let _ = std::fs::remove_dir_all(dir.join("tmp"));
+    let mut listed: Vec<cacache::Metadata> =
+        cacache::list_sync(dir).filter_map(Result::ok).collect();
+    listed.sort_by_key(|m| m.time);
+    let mut index = Index::default();
+    let mut dropped = 0usize;
+    for entry in listed {
+        match load_entry(dir, &entry) {
+            Some((meta, meta_ref)) => {
+                index.add_ref(&meta_ref.sri, meta_ref.len);
+                for c in &meta.chunks {
+                    index.add_ref(&c.sri, c.len);
+                }
+                if let Some(old) = index.insert(Arc::new(meta), meta_ref) {
+                    let _ = index.release_slot(&old);
+                }
+            }
+            None => {
+                dropped += 1;
+                let _ = cacache::RemoveOpts::new()
+                    .remove_fully(true)
+                    .remove_sync(dir, &entry.key);
+            }
+        }
+    }
+    let orphans = remove_orphans(dir, &index);
+    if dropped > 0 || orphans > 0 {
+        tracing::warn!(
+            dropped_entries = dropped,
+            orphan_chunks = orphans,
+            "cache store repaired at startup"
+        );
+    }
+    tracing::info!(
+        entries = index.entries.len(),
+        bytes = index.disk_bytes,
+        dir = %dir.display(),
+        "cache store opened"
+    );
+    Ok(index)
+}
+
+fn load_entry(dir: &Path, entry: &cacache::Metadata) -> Option<(Meta, ChunkRef)> {
+    let data = cacache::read_hash_sync(dir, &entry.integrity).ok()?;
+    let meta: Meta = serde_json::from_slice(&data).ok()?;
+    if meta.format != FORMAT_VERSION || meta.key != entry.key {
+        return None;
+    }
+    let all_present = meta
+        .chunks
+        .iter()
+        .all(|c| content_path(dir, &c.sri).is_some_and(|p| p.is_file()));
+    if !all_present {
+        return None;
+    }
+    let meta_ref = ChunkRef {
+        sri: entry.integrity.clone(),
+        len: data.len() as u64,
+    };
+    Some((meta, meta_ref))
+}
+
+/// Where cacache keeps a content hash: `content-v2/<algo>/<2 hex>/<2 hex>/<rest>`.
+fn content_path(dir: &Path, sri: &Integrity) -> Option<PathBuf> {
+    let (algo, hex) = sri.to_hex();
+    if hex.len() < 5 {
+        return None;
+    }
+    Some(
+        dir.join("content-v2")
+            .join(algo.to_string())
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(&hex[4..]),
+    )
+}
+
+/// Deletes content files that no entry references.
+fn remove_orphans(dir: &Path, index: &Index) -> usize {
+    let wanted: HashSet<PathBuf> = index
+        .chunks
+        .keys()
+        .filter_map(|sri| content_path(dir, sri))
+        .collect();
+    let mut removed = 0;
+    let mut stack = vec![dir.join("content-v2")];
+    while let Some(path) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in read.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !wanted.contains(&p) && std::fs::remove_file(&p).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::meta::FORMAT_VERSION;
+
+    fn limits(disk: u64) -> StoreLimits {
+        StoreLimits {
+            disk_budget: disk,
+            memory_budget: 1 << 20,
+        }
+    }
+
+    async fn put(store: &Store, key: &str, parts: &[&[u8]]) -> Arc<Meta> {
+        let mut chunks = Vec::new();
+        for p in parts {
+            chunks.push(
+                store
+                    .write_chunk(Bytes::copy_from_slice(p), false)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let meta = Meta {
+            format: FORMAT_VERSION,
+            key: key.into(),
+            status: 200,
+            headers: vec![("etag".into(), "\"x\"".into())],
+            request_time: 1,
+            response_time: 2,
+            body_len: parts.iter().map(|p| p.len() as u64).sum(),
+            chunks,
+            vary: Vec::new(),
+        };
+        store.commit(meta).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn entries_survive_reopen_and_identical_chunks_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
+        put(&store, "a\0", &[b"same bytes", b"tail a"]).await;
+        put(&store, "b\0", &[b"same bytes", b"tail b"]).await;
+        let bytes = store.stats().disk_bytes;
+        drop(store);
+        let store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
+        assert_eq!(store.stats().entries, 2);
+        assert_eq!(store.stats().disk_bytes, bytes);
+        let meta = store.get("b\0").unwrap();
+        let first = store.read_chunk(&meta.chunks[0], false).await.unwrap();
+        assert_eq!(&first[..], b"same bytes");
+        // Removing one entry keeps the shared chunk for the other.
+        store.remove("a\0").await;
+        let meta = store.get("b\0").unwrap();
+        assert!(store.read_chunk(&meta.chunks[0], false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn corrupt_content_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
+        let meta = put(&store, "k\0", &[b"precious bytes"]).await;
+        let path = content_path(dir.path(), &meta.chunks[0].sri).unwrap();
+        std::fs::write(&path, b"precious bytez").unwrap();
+        let err = store.read_chunk(&meta.chunks[0], false).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        store.drop_corrupt("k\0", &meta.chunks[0].sri).await;
+        assert!(store.get("k\0").is_none());
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_entries_are_evicted_over_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), limits(8 * 1024)).await.unwrap();
+        put(&store, "1\0", &[&[1u8; 2000]]).await;
+        put(&store, "2\0", &[&[2u8; 2000]]).await;
+        store.get("1\0"); // 1 is now more recent than 2
+        put(&store, "3\0", &[&[3u8; 2000]]).await;
+        put(&store, "4\0", &[&[4u8; 2000]]).await;
+        assert!(store.stats().disk_bytes <= 8 * 1024);
+        assert!(
+            store.get("2\0").is_none(),
+            "the least recently used goes first"
+        );
+        assert!(store.get("4\0").is_some());
+        assert!(store.stats().evictions >= 1);
+    }
+
+    #[tokio::test]
+    async fn released_fill_chunks_and_orphans_leave_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
+        let c = store
+            .write_chunk(Bytes::from_static(b"half a fill"), false)
+            .await
+            .unwrap();
+        let path = content_path(dir.path(), &c.sri).unwrap();
+        assert!(path.exists());
+        store.release(&[c]).await;
+        assert!(!path.exists());
+        assert_eq!(store.stats().disk_bytes, 0);
+        // A chunk written before a crash, never committed, is removed at the next start.
+        let c = store
+            .write_chunk(Bytes::from_static(b"crash"), false)
+            .await
+            .unwrap();
+        drop(store);
+        let path = content_path(dir.path(), &c.sri).unwrap();
+        assert!(path.exists());
+        let _store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,336 @@
+//! The edge's configuration: one type, one `Default`, every knob with its reason.
+//!
+//! Loaded from TOML (`edge --config edge.toml`); `edge --print-config` prints the effective
+//! config. Unknown keys are errors everywhere, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use shared::config::ConfigError;
+use shared::telemetry::LogFormat;
+
+/// Everything the edge needs to run.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Name of this POP: appears in `Via`, `Cache-Status` and metrics.
+    pub name: String,
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    pub cache: CacheConfig,
+    pub origin: OriginConfig,
+    pub log: LogConfig,
+    /// Sites: which Host names are served, and from which origin.
+    #[serde(rename = "site")]
+    pub sites: Vec<SiteConfig>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            name: "quicdn".into(),
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            cache: CacheConfig::default(),
+            origin: OriginConfig::default(),
+            log: LogConfig::default(),
+            sites: Vec::new(),
+        }
+    }
+}
+
+/// Listener addresses. Any of them may be `null`/absent to disable it, except that at least
+/// one of `https` and `http` must be set.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// TLS listener: HTTP/2 and HTTP/1.1 by ALPN.
+    pub https: Option<SocketAddr>,
+    /// Plain-text HTTP/1.1 (and prior-knowledge HTTP/2) listener.
+    pub http: Option<SocketAddr>,
+    /// Admin listener: `/metrics` and `/health`. Loopback by default: metrics are not public.
+    pub admin: Option<SocketAddr>,
+    /// Path answered by the edge itself on the public listeners, whatever the Host, so health
+    /// checkers (geodns) can probe the POP the way clients reach it.
+    pub health_path: String,
+    /// Longest a graceful shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Most concurrent connections per listener; further connections wait in the kernel
+    /// backlog.
+    pub max_connections: usize,
+    /// A client that sends no complete request head within this time is disconnected
+    /// (slowloris protection).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            // Unprivileged ports so the quick start needs no root; production uses 443/80.
+            https: Some(([0, 0, 0, 0], 8443).into()),
+            http: Some(([0, 0, 0, 0], 8080).into()),
+            admin: Some(([127, 0, 0, 1], 9090).into()),
+            health_path: "/.quicdn/health".into(),
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Certificates for the TLS listener. Without both paths a development certificate is made
+/// (or reused) in `dev_cert_dir` and its SPKI hash is logged.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Where the development certificate lives; defaults to `<cache.dir>/tls`.
+    pub dev_cert_dir: Option<PathBuf>,
+    /// Extra names for the development certificate besides localhost, 127.0.0.1 and ::1.
+    pub dev_cert_names: Vec<String>,
+}
+
+/// Storage and policy knobs.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Directory of the content-addressed store (cacache layout).
+    pub dir: PathBuf,
+    /// Disk budget: least recently used entries are evicted above it.
+    pub disk_budget: ByteSize,
+    /// Bytes held by the in-memory hot tier.
+    pub memory_budget: ByteSize,
+    /// Objects up to this size are eligible for the hot tier.
+    pub memory_object_max: ByteSize,
+    /// Larger responses are passed through and not stored.
+    pub max_object_size: ByteSize,
+    /// Bodies are stored as content-addressed chunks of this size. Each chunk is verified
+    /// whole before any of it is sent, so this also bounds per-response read memory.
+    pub chunk_size: ByteSize,
+    /// Heuristic freshness (RFC 9111 4.2.2) as a fraction of (Date - Last-Modified), only for
+    /// responses the RFC allows it for.
+    pub heuristic_fraction: f64,
+    /// Upper bound for heuristic freshness.
+    #[serde(with = "humantime_serde")]
+    pub heuristic_max: Duration,
+    /// How long a "not storable" answer is remembered so that concurrent requests for it go
+    /// straight to the origin instead of queueing behind each other (Varnish's hit-for-pass).
+    #[serde(with = "humantime_serde")]
+    pub pass_memory: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("quicdn-cache"),
+            disk_budget: ByteSize::gib(10),
+            memory_budget: ByteSize::mib(256),
+            memory_object_max: ByteSize::mib(4),
+            max_object_size: ByteSize::gib(8),
+            // 1 MiB: large enough that per-chunk overhead (one file, one hash, one index
+            // lookup) is small next to the bytes, small enough to verify before sending.
+            chunk_size: ByteSize::mib(1),
+            heuristic_fraction: 0.1,
+            heuristic_max: Duration::from_secs(24 * 3600),
+            pass_memory: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How the edge talks to origins.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginConfig {
+    /// TCP (and TLS) connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// From request sent to response head received.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// Longest gap between two body chunks from the origin.
+    #[serde(with = "humantime_serde")]
+    pub idle_body_timeout: Duration,
+    /// Idle pooled connections kept per origin.
+    pub max_idle_per_host: usize,
+    /// How long an idle pooled connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Most concurrent requests in flight to one origin; more wait for a slot.
+    pub max_concurrent: usize,
+    /// Extra PEM CA bundle trusted for HTTPS origins, besides the public web roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(30),
+            idle_body_timeout: Duration::from_secs(30),
+            max_idle_per_host: 64,
+            pool_idle_timeout: Duration::from_secs(90),
+            max_concurrent: 512,
+            ca_file: None,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter used when `RUST_LOG` is unset.
+    pub filter: String,
+    pub format: LogFormat,
+    /// One structured line per request under the `access` target.
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+/// One site: the Host names it answers for and the origin it pulls from.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Host names (no port), matched case-insensitively. `*.example.com` matches one or more
+    /// labels; `*` alone matches every host (used by the quick start).
+    pub hosts: Vec<String>,
+    /// Origin base URL, `http://` or `https://`, optionally with a path prefix.
+    pub origin: String,
+    /// Send the client's Host to the origin instead of the origin URL's authority.
+    #[serde(default)]
+    pub forward_host: bool,
+}
+
+impl EdgeConfig {
+    /// Checks what the types cannot: called right after parsing.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen.https.is_none() && self.listen.http.is_none() {
+            return bad("listen: at least one of `https` and `http` must be set".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls: `cert` and `key` must be given together".into());
+        }
+        if !self.listen.health_path.starts_with('/') {
+            return bad("listen.health_path must start with '/'".into());
+        }
+        let c = &self.cache;
+        if c.chunk_size.as_u64() < 4096 || c.chunk_size.as_u64() > 64 * 1024 * 1024 {
+            return bad("cache.chunk_size must be between 4 KiB and 64 MiB".into());
+        }
+        if !(0.0..=1.0).contains(&c.heuristic_fraction) {
+            return bad("cache.heuristic_fraction must be between 0 and 1".into());
+        }
+        if c.memory_object_max > c.memory_budget {
+            return bad("cache.memory_object_max must not exceed cache.memory_budget".into());
+        }
+        if self.origin.max_concurrent == 0 {
+            return bad("origin.max_concurrent must be at least 1".into());
+        }
+        for (i, site) in self.sites.iter().enumerate() {
+            if site.hosts.is_empty() {
+                return bad(format!("site[{i}]: `hosts` is empty"));
+            }
+            if let Err(e) = crate::origin::OriginUrl::parse(&site.origin) {
+                return bad(format!("site[{i}].origin: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads, parses and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let config: Self = shared::config::load(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_render_and_parse_back() {
+        let text = shared::config::render(&EdgeConfig::default()).unwrap();
+        let parsed: EdgeConfig = shared::config::parse(&text).unwrap();
+        assert_eq!(parsed, EdgeConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_in_every_section() {
+        for section in [
+            "",
+            "[listen]\n",
+            "[tls]\n",
+            "[cache]\n",
+            "[origin]\n",
+            "[log]\n",
+        ] {
+            let text = format!("{section}bogus_key = 1\n");
+            let err = shared::config::parse::<EdgeConfig>(&text).unwrap_err();
+            assert!(err.contains("bogus_key"), "{section}: {err}");
+        }
+        let site = "[[site]]\nhosts=['a']\norigin='http://o'\nbogus_key=1\n";
+        assert!(shared::config::parse::<EdgeConfig>(site).is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_are_human() {
+        let text = "[cache]\ndisk_budget = '2 GiB'\nchunk_size = '512 KiB'\n\
+                    [origin]\nconnect_timeout = '250ms'\n";
+        let c: EdgeConfig = shared::config::parse(text).unwrap();
+        assert_eq!(c.cache.disk_budget, ByteSize::gib(2));
+        assert_eq!(c.cache.chunk_size, ByteSize::kib(512));
+        assert_eq!(c.origin.connect_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = EdgeConfig::default();
+        c.sites.push(SiteConfig {
+            hosts: vec!["a".into()],
+            origin: "ftp://x".into(),
+            forward_host: false,
+        });
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("site[0].origin"), "{err}");
+        let mut c = EdgeConfig::default();
+        c.cache.chunk_size = ByteSize::b(10);
+        assert!(c.validate().unwrap_err().to_string().contains("chunk_size"));
+        let mut c = EdgeConfig::default();
+        c.tls.cert = Some("x".into());
+        assert!(c.validate().unwrap_err().to_string().contains("tls"));
+    }
+
+    #[test]
+    fn example_configs_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                EdgeConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example configs in {}", dir.display());
+    }
+}

@@ -1,0 +1,5 @@
+//! Protocol front-ends. Each accepts connections, converts requests to `http` types, calls
+//! [`crate::service::Service::handle`], and streams the response back. Nothing about caching
+//! lives here.
+
+pub mod tcp;

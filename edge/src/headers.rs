@@ -1,0 +1,252 @@
+//! Header rules of a proxy: hop-by-hop removal, `Via`, `X-Forwarded-*`, and `Cache-Status`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+
+/// Hop-by-hop fields (RFC 9110 7.6.1), plus the non-standard ones proxies also strip.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop fields, including every field the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The `received-protocol` of RFC 9110 7.6.3 for a message's version.
+pub fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// Appends `<version> <pseudonym>` to `Via`.
+pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
+    let entry = format!("{} {pseudonym}", protocol_version(version));
+    if let Ok(value) = HeaderValue::from_str(&entry) {
+        headers.append(header::VIA, value);
+    }
+}
+
+/// True when a `Via` entry already carries our pseudonym: the request has looped back to us.
+pub fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| entry.split_whitespace().nth(1) == Some(pseudonym))
+}
+
+/// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &str, host: &str) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer}"),
+        _ => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+}
+
+/// How the cache handled a request: the `fwd` parameter of RFC 9211, or a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from cache without contacting the origin.
+    Hit,
+    /// Served stale from cache (stale-while-revalidate or stale-if-error).
+    StaleHit,
+    /// Not in cache.
+    UriMiss,
+    /// In cache, but no stored variant matched the request's Vary headers.
+    VaryMiss,
+    /// In cache but stale: validated with (or refetched from) the origin.
+    Stale,
+    /// The request method or directives bypass the cache.
+    Bypass,
+    /// The client asked to go to the origin (request no-cache / max-age=0).
+    Request,
+    /// Answered by the edge itself (health, errors before any cache step).
+    Synthetic,
+}
+
+impl Outcome {
+    /// Label for metrics and access logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::StaleHit => "stale-hit",
+            Self::UriMiss => "miss",
+            Self::VaryMiss => "vary-miss",
+            Self::Stale => "stale",
+            Self::Bypass => "bypass",
+            Self::Request => "request",
+            Self::Synthetic => "synthetic",
+        }
+    }
+
+    fn fwd(self) -> Option<&'static str> {
+        match self {
+            Self::Hit | Self::StaleHit | Self::Synthetic => None,
+            Self::UriMiss => Some("uri-miss"),
+            Self::VaryMiss => Some("vary-miss"),
+            Self::Stale => Some("stale"),
+            Self::Bypass => Some("bypass"),
+            Self::Request => Some("request"),
+        }
+    }
+}
+
+/// The fields of one `Cache-Status` entry (RFC 9211).
+#[derive(Debug, Clone, Default)]
+pub struct CacheStatus {
+    pub outcome: Option<Outcome>,
+    pub fwd_status: Option<StatusCode>,
+    /// Remaining freshness; negative when stale.
+    pub ttl: Option<i64>,
+    pub stored: bool,
+    /// This request waited on another request's origin fetch.
+    pub collapsed: bool,
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    /// Formats the entry, e.g. `quicdn; fwd=uri-miss; fwd-status=200; stored; ttl=60`.
+    pub fn render(&self, cache_name: &str) -> String {
+        let mut s = cache_name.to_owned();
+        match self.outcome {
+            Some(Outcome::Hit | Outcome::StaleHit) => s.push_str("; hit"),
+            Some(o) => {
+                if let Some(fwd) = o.fwd() {
+                    let _ = write!(s, "; fwd={fwd}");
+                }
+            }
+            None => {}
+        }
+        if let Some(status) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={}", status.as_u16());
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(s, "; ttl={ttl}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(detail) = self.detail {
+            let _ = write!(s, "; detail={detail}");
+        }
+        s
+    }
+}
+
+/// Seconds for `Cache-Status: ttl`, negative once stale.
+pub fn ttl_seconds(fresh_for: Option<Duration>, stale_by: Option<Duration>) -> Option<i64> {
+    match (fresh_for, stale_by) {
+        (Some(ttl), _) => Some(ttl.as_secs() as i64),
+        (None, Some(stale)) => Some(-(stale.as_secs() as i64)),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn via_is_appended_and_loops_are_seen() {
+        let mut h = HeaderMap::new();
+        h.insert("via", "1.1 other".parse().unwrap());
+        assert!(!via_contains(&h, "pop-a"));
+        append_via(&mut h, Version::HTTP_2, "pop-a");
+        assert!(via_contains(&h, "pop-a"));
+        let all: Vec<_> = h.get_all("via").iter().collect();
+        assert_eq!(all[1], "2 pop-a");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), "https", "cdn.example");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "cdn.example");
+    }
+
+    #[test]
+    fn cache_status_renders_per_rfc_9211() {
+        let miss = CacheStatus {
+            outcome: Some(Outcome::UriMiss),
+            fwd_status: Some(StatusCode::OK),
+            ttl: Some(60),
+            stored: true,
+            ..CacheStatus::default()
+        };
+        assert_eq!(
+            miss.render("pop"),
+            "pop; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+        );
+        let hit = CacheStatus {
+            outcome: Some(Outcome::StaleHit),
+            ttl: Some(-3),
+            detail: Some("stale-while-revalidate"),
+            ..CacheStatus::default()
+        };
+        assert_eq!(
+            hit.render("pop"),
+            "pop; hit; ttl=-3; detail=stale-while-revalidate"
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! The origin side: where a site's content comes from, and the pooled client that fetches it.
+//!
+//! One [`OriginClient`] serves every origin: a keep-alive pool (HTTP/1.1, or HTTP/2 where the
+//! origin's TLS offers it), connect / first-byte / idle-body timeouts, and a cap on concurrent
+//! requests per origin so one slow origin cannot take every connection slot.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body::{Frame, SizeHint};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{Body, BoxError};
+use crate::config::OriginConfig;
+
+/// An origin base URL: scheme, authority and an optional path prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OriginUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix without a trailing slash ("" for none).
+    pub prefix: String,
+}
+
+/// Why an origin URL was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OriginUrlError {
+    #[error("not a URL: {0}")]
+    Syntax(String),
+    #[error("scheme must be http or https")]
+    Scheme,
+    #[error("a query string is not allowed in an origin URL")]
+    Query,
+}
+
+impl OriginUrl {
+    /// Parses `http://host[:port][/prefix]` or `https://…`.
+    pub fn parse(text: &str) -> Result<Self, OriginUrlError> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| OriginUrlError::Syntax(e.to_string()))?;
+        let scheme = uri.scheme().cloned().ok_or(OriginUrlError::Scheme)?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(OriginUrlError::Scheme);
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| OriginUrlError::Syntax("missing host".into()))?;
+        if uri.query().is_some() {
+            return Err(OriginUrlError::Query);
+        }
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            scheme,
+            authority,
+            prefix,
+        })
+    }
+
+    /// The absolute URI for a client's path-and-query on this origin.
+    pub fn join(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.prefix, path_and_query))
+            .build()
+    }
+}
+
+impl std::fmt::Display for OriginUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
+/// An origin request that failed. Each kind maps to one client-facing status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OriginError {
+    #[error("origin connect timed out")]
+    ConnectTimeout,
+    #[error("origin unreachable: {0}")]
+    Connect(String),
+    #[error("origin sent no response head within {0:?}")]
+    FirstByteTimeout(Duration),
+    #[error("origin request failed: {0}")]
+    Protocol(String),
+    #[error("cannot build the origin request: {0}")]
+    Request(String),
+}
+
+impl OriginError {
+    /// 504 for timeouts, 502 for everything else the origin did wrong.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::ConnectTimeout | Self::FirstByteTimeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            Self::Request(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// The origin body stopped for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("origin body idle for more than {0:?}")]
+pub struct IdleBodyTimeout(pub Duration);
+
+/// Pooled client for all origins.
+#[derive(Clone)]
+pub struct OriginClient {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    config: OriginConfig,
+    limits: Arc<Mutex<HashMap<Authority, Arc<Semaphore>>>>,
+}
+
+impl OriginClient {
+    /// Builds the client; fails only if `ca_file` cannot be read.
+    pub fn new(config: &OriginConfig) -> Result<Self, shared::tls::TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &config.ca_file {
+            for cert in load_ca_file(ca)? {
+                // A bad extra anchor is the operator's to fix; the error names the file.
+                roots.add(cert).map_err(shared::tls::TlsError::Rustls)?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(shared::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(shared::tls::TlsError::Rustls)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .build(connector);
+        Ok(Self {
+            client,
+            config: config.clone(),
+            limits: Arc::default(),
+        })
+    }
+
+    /// Sends `req` (absolute URI) and returns the response head with a body guarded by the
+    /// idle-body timeout and holding the origin's concurrency slot until it ends.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, OriginError> {
+        let authority = req
+            .uri()
+            .authority()
+            .cloned()
+            .ok_or_else(|| OriginError::Request("origin URI has no authority".into()))?;
+        let deadline = Instant::now() + self.config.first_byte_timeout;
+        let timeout = self.config.first_byte_timeout;
+        let permit = tokio::time::timeout_at(deadline, self.slot(authority))
+            .await
+            .map_err(|_| OriginError::FirstByteTimeout(timeout))?;
+        let response = tokio::time::timeout_at(deadline, self.client.request(req))
+            .await
+            .map_err(|_| OriginError::FirstByteTimeout(timeout))?
+            .map_err(classify)?;
+        let idle = self.config.idle_body_timeout;
+        Ok(response.map(|body| {
+            let guarded = IdleGuard {
+                inner: body,
+                idle,
+                timer: Box::pin(tokio::time::sleep(idle)),
+                _permit: permit,
+            };
+            crate::body::boxed(guarded)
+        }))
+    }
+
+    async fn slot(&self, authority: Authority) -> OwnedSemaphorePermit {
+        let semaphore = {
+            let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+            limits
+                .entry(authority)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_concurrent)))
+                .clone()
+        };
+        // The semaphore is never closed, so acquisition cannot fail.
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("origin semaphore is never closed")
+    }
+}
+
+fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, shared::tls::TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).map_err(|source| shared::tls::TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| shared::tls::TlsError::Pem {
+            path: path.to_owned(),
+            what: e.to_string(),
+        })
+}
+
+fn classify(err: hyper_util::client::legacy::Error) -> OriginError {
+    if err.is_connect() {
+        let timed_out =
+            std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            });
+        if timed_out {
+            return OriginError::ConnectTimeout;
+        }
+        return OriginError::Connect(error_chain(&err));
+    }
+    OriginError::Protocol(error_chain(&err))
+}
+
+/// "outer: inner: innermost", for logs and error bodies.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}
+
+pin_project_lite::pin_project! {
+    /// Fails the body when the origin sends nothing for `idle`; holds the concurrency permit.
+    struct IdleGuard<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        timer: Pin<Box<Sleep>>,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<B> http_body::Body for IdleGuard<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer.as_mut().reset(Instant::now() + *this.idle);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleBodyTimeout(*this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_urls_parse_and_join() {
+        let o = OriginUrl::parse("https://origin.example.com:8443/assets/").unwrap();
+        assert_eq!(o.prefix, "/assets");
+        assert_eq!(
+            o.join("/a.css?v=1").unwrap().to_string(),
+            "https://origin.example.com:8443/assets/a.css?v=1"
+        );
+        let plain = OriginUrl::parse("http://127.0.0.1:9000").unwrap();
+        assert_eq!(
+            plain.join("/").unwrap().to_string(),
+            "http://127.0.0.1:9000/"
+        );
+        assert_eq!(
+            OriginUrl::parse("ftp://x").unwrap_err(),
+            OriginUrlError::Scheme
+        );
+        assert_eq!(
+            OriginUrl::parse("http://x/?q").unwrap_err(),
+            OriginUrlError::Query
+        );
+        assert!(OriginUrl::parse("not a url").is_err());
+        assert!(OriginUrl::parse("/relative").is_err());
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_bad_gateway() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let client = OriginClient::new(&OriginConfig::default()).unwrap();
+        let req = Request::get(format!("http://{addr}/"))
+            .body(crate::body::empty())
+            .unwrap();
+        let err = client.send(req).await.unwrap_err();
+        assert!(matches!(err, OriginError::Connect(_)), "{err:?}");
+        assert_eq!(err.status(), http::StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
+    async fn silent_origin_hits_the_first_byte_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (_sock, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let config = OriginConfig {
+            first_byte_timeout: Duration::from_millis(200),
+            ..OriginConfig::default()
+        };
+        let client = OriginClient::new(&config).unwrap();
+        let req = Request::get(format!("http://{addr}/"))
+            .body(crate::body::empty())
+            .unwrap();
+        let err = client.send(req).await.unwrap_err();
+        assert!(matches!(err, OriginError::FirstByteTimeout(_)), "{err:?}");
+        assert_eq!(err.status(), http::StatusCode::GATEWAY_TIMEOUT);
+        hold.abort();
+    }
+}

@@ -1,0 +1,514 @@
+//! The protocol-neutral request core: every front-end (HTTP/1.1, HTTP/2, HTTP/3) converts its
+//! request to `http::Request<Body>`, calls [`Service::handle`], and sends back what it returns.
+//!
+//! Here a request is routed to its site, checked (host known, no proxy loop, sane target),
+//! turned into the origin request (hop-by-hop headers out, `Via` and `X-Forwarded-*` in), and
+//! answered by the cache (GET/HEAD) or passed to the origin (everything else, with cache
+//! invalidation for unsafe methods). The response gets `Cache-Status` and `Via`, and its body is
+//! wrapped so the access-log line and byte metrics are written when the last byte leaves.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+
+use crate::body::{self, Body, BoxError};
+use crate::cache::{self, Cache, Lookup, Served, Upstream};
+use crate::headers::{self, CacheStatus, Outcome};
+use crate::metrics::{Metrics, ProtocolLabel, RequestLabels, status_class};
+use crate::origin::{OriginClient, OriginError};
+use crate::sites::{Site, Sites, request_host};
+
+/// The protocol a request arrived over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    H1,
+    H2,
+    H3,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H1 => "h1",
+            Self::H2 => "h2",
+            Self::H3 => "h3",
+        }
+    }
+
+    pub fn of(version: Version) -> Self {
+        match version {
+            Version::HTTP_2 => Self::H2,
+            Version::HTTP_3 => Self::H3,
+            _ => Self::H1,
+        }
+    }
+}
+
+/// What a front-end knows about a request besides the request itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCtx {
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    /// Arrived over TLS (HTTPS or QUIC).
+    pub secure: bool,
+    pub start: Instant,
+}
+
+/// Settings of the service taken from config.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub name: String,
+    pub health_path: String,
+    pub access_log: bool,
+}
+
+/// The edge's request core.
+pub struct Service {
+    settings: ServiceSettings,
+    sites: Sites,
+    cache: Cache,
+    upstream: Arc<dyn Upstream>,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+}
+
+impl Service {
+    pub fn new(
+        settings: ServiceSettings,
+        sites: Sites,
+        cache: Cache,
+        origin: OriginClient,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let upstream = Arc::new(OriginUpstream {
+            client: origin,
+            metrics: metrics.clone(),
+        });
+        Self {
+            settings,
+            sites,
+            cache,
+            upstream,
+            metrics,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Marks the edge as shutting down: the health endpoint answers 503 so that health
+    /// checkers send clients elsewhere while in-flight requests finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Answers one request. Never fails: every problem becomes a response with a clear status.
+    pub async fn handle(&self, ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
+        let (parts, req_body) = req.into_parts();
+        let host = request_host(&parts);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        let mut served = self
+            .route(&ctx, &parts, host.as_deref(), &path_and_query, req_body)
+            .await;
+        self.finish(&parts, path_and_query, &mut served);
+        let complete = http_body::Body::is_end_stream(served.inner.response.body());
+        let record = AccessRecord {
+            ctx,
+            method: parts.method,
+            host: served_host(&parts.headers, &parts.uri),
+            path: served.path.take().unwrap_or_default(),
+            status: served.inner.response.status(),
+            outcome: served.inner.status.outcome.unwrap_or(Outcome::Synthetic),
+            bytes: 0,
+            // An empty body may never be polled; it is complete from the start.
+            complete,
+            metrics: self.metrics.clone(),
+            access_log: self.settings.access_log,
+        };
+        served.inner.response.map(|body| {
+            body::boxed(Observed {
+                inner: body,
+                record,
+            })
+        })
+    }
+
+    async fn route(
+        &self,
+        ctx: &RequestCtx,
+        parts: &http::request::Parts,
+        host: Option<&str>,
+        path_and_query: &str,
+        req_body: Body,
+    ) -> Routed {
+        if parts.uri.path() == self.settings.health_path {
+            return Routed::new(self.health());
+        }
+        let Some(host) = host else {
+            return Routed::new(cache::error_response(
+                StatusCode::BAD_REQUEST,
+                "request has no host (Host header or :authority)",
+            ));
+        };
+        let Some(site) = self.sites.find(host) else {
+            return Routed::new(cache::error_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!("no site is configured for host {host:?}"),
+            ));
+        };
+        if !path_and_query.starts_with('/') {
+            return Routed::new(cache::error_response(
+                StatusCode::BAD_REQUEST,
+                "request target must be an absolute path",
+            ));
+        }
+        if parts.method == Method::CONNECT {
+            return Routed::new(cache::error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: this is a reverse proxy",
+            ));
+        }
+        if headers::via_contains(&parts.headers, &self.settings.name) {
+            return Routed::new(cache::error_response(
+                StatusCode::LOOP_DETECTED,
+                "request loop: this edge already appears in Via",
+            ));
+        }
+        let origin_req = match self.origin_parts(ctx, site, host, parts, path_and_query) {
+            Ok(p) => p,
+            Err(e) => {
+                return Routed::new(cache::error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot map the request to the origin: {e}"),
+                ));
+            }
+        };
+        let served = if cache::policy::cacheable_method(&parts.method) {
+            let lookup = Lookup {
+                method: &parts.method,
+                headers: &parts.headers,
+                host,
+                path_and_query,
+            };
+            self.cache
+                .serve(&lookup, origin_req, self.upstream.clone())
+                .await
+        } else {
+            self.forward(host, path_and_query, origin_req, req_body)
+                .await
+        };
+        Routed {
+            inner: served,
+            path: None,
+        }
+    }
+
+    /// Passes a request with a body (or any non-GET/HEAD) to the origin and applies RFC 9111
+    /// 4.4 invalidation on success.
+    async fn forward(
+        &self,
+        host: &str,
+        path_and_query: &str,
+        origin_req: http::request::Parts,
+        req_body: Body,
+    ) -> Served {
+        let method = origin_req.method.clone();
+        let response = match self
+            .upstream
+            .fetch(Request::from_parts(origin_req, req_body))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%host, path = %path_and_query, error = %e, "origin request failed");
+                return cache::error_response(e.status(), &e.to_string());
+            }
+        };
+        let mut status = CacheStatus {
+            outcome: Some(Outcome::Bypass),
+            fwd_status: Some(response.status()),
+            detail: Some("method"),
+            ..CacheStatus::default()
+        };
+        if cache::policy::invalidates(&method, response.status()) {
+            let mut removed = self.cache.invalidate(host, path_and_query).await;
+            for target in cache::policy::invalidation_targets(response.headers(), host) {
+                removed += self.cache.invalidate(host, &target).await;
+            }
+            if removed > 0 {
+                status.detail = Some("invalidated");
+            }
+        }
+        Served { response, status }
+    }
+
+    fn origin_parts(
+        &self,
+        ctx: &RequestCtx,
+        site: &Site,
+        host: &str,
+        parts: &http::request::Parts,
+        path_and_query: &str,
+    ) -> Result<http::request::Parts, http::Error> {
+        let uri = site.origin.join(path_and_query)?;
+        let mut headers = parts.headers.clone();
+        headers::strip_hop_by_hop(&mut headers);
+        // The edge answers 100-continue itself; the origin client does not speak it.
+        headers.remove(header::EXPECT);
+        let client_host = headers.remove(header::HOST);
+        let host_value = if site.forward_host {
+            client_host.or_else(|| HeaderValue::from_str(host).ok())
+        } else {
+            HeaderValue::from_str(site.origin.authority.as_str()).ok()
+        };
+        if let Some(v) = host_value {
+            headers.insert(header::HOST, v);
+        }
+        headers::append_via(&mut headers, parts.version, &self.settings.name);
+        let proto = if ctx.secure { "https" } else { "http" };
+        headers::add_forwarded(&mut headers, ctx.peer.ip(), proto, host);
+        let (mut out, ()) = Request::new(()).into_parts();
+        out.method = parts.method.clone();
+        out.uri = uri;
+        out.version = Version::HTTP_11;
+        out.headers = headers;
+        Ok(out)
+    }
+
+    fn health(&self) -> Served {
+        let (status, text) = if self.is_draining() {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        } else {
+            (StatusCode::OK, "ok\n")
+        };
+        let mut response = Response::new(body::full(text));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Served {
+            response,
+            status: CacheStatus {
+                outcome: Some(Outcome::Synthetic),
+                detail: Some("health"),
+                ..CacheStatus::default()
+            },
+        }
+    }
+
+    /// Adds the edge's own headers to whatever answered the request.
+    fn finish(&self, parts: &http::request::Parts, path_and_query: String, served: &mut Routed) {
+        let response = &mut served.inner.response;
+        let version = response.version();
+        let h = response.headers_mut();
+        headers::strip_hop_by_hop(h);
+        headers::append_via(h, version, &self.settings.name);
+        let entry = served.inner.status.render(&self.settings.name);
+        if let Ok(v) = HeaderValue::from_str(&entry) {
+            h.append(HeaderName::from_static("cache-status"), v);
+        }
+        if parts.method == Method::HEAD {
+            // A HEAD answer never has a body (hyper's HTTP/2 would reset the stream).
+            *response.body_mut() = body::empty();
+        }
+        served.path = Some(path_and_query);
+    }
+}
+
+/// A response on its way out, and the request path for the access log.
+struct Routed {
+    inner: Served,
+    path: Option<String>,
+}
+
+impl Routed {
+    fn new(inner: Served) -> Self {
+        Self { inner, path: None }
+    }
+}
+
+fn served_host(headers: &http::HeaderMap, uri: &http::Uri) -> String {
+    uri.authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The origin client as the cache's upstream, with origin metrics.
+struct OriginUpstream {
+    client: OriginClient,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream for OriginUpstream {
+    fn fetch(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, OriginError>> {
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            match client.send(req).await {
+                Ok(response) => {
+                    metrics
+                        .origin_latency
+                        .observe(start.elapsed().as_secs_f64());
+                    let counter = metrics.origin_bytes.clone();
+                    Ok(response.map(|b| body::boxed(Counted { inner: b, counter })))
+                }
+                Err(e) => {
+                    metrics.origin_errors.inc();
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Counts data bytes into a Prometheus counter as they pass.
+    struct Counted {
+        #[pin]
+        inner: Body,
+        counter: prometheus_client::metrics::counter::Counter,
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.counter.inc_by(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One access-log line and the per-request metrics, written when the response body ends or
+/// is dropped (client gone).
+struct AccessRecord {
+    ctx: RequestCtx,
+    method: Method,
+    host: String,
+    path: String,
+    status: StatusCode,
+    outcome: Outcome,
+    bytes: u64,
+    complete: bool,
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let protocol = self.ctx.protocol.as_str();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                protocol,
+                cache: self.outcome.as_str(),
+                status: status_class(self.status),
+            })
+            .inc();
+        self.metrics
+            .served_bytes
+            .get_or_create(&ProtocolLabel { protocol })
+            .inc_by(self.bytes);
+        if self.access_log {
+            tracing::info!(
+                target: "access",
+                method = %self.method,
+                host = %self.host,
+                path = %self.path,
+                status = self.status.as_u16(),
+                bytes = self.bytes,
+                cache = self.outcome.as_str(),
+                protocol,
+                duration_ms = self.ctx.start.elapsed().as_secs_f64() * 1000.0,
+                peer = %self.ctx.peer,
+                complete = self.complete,
+            );
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Observed {
+        #[pin]
+        inner: Body,
+        record: AccessRecord,
+    }
+}
+
+impl http_body::Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.record.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.record.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

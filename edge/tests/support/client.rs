@@ -1,0 +1,246 @@
+//! Real HTTP/1.1 and HTTP/2 clients for integration tests, trusting exactly
+//! the edge's self-signed development certificate.
+
+// Every test binary compiles this module but uses only part of it, and in a
+// test binary nothing is reachable from outside the crate.
+#![allow(dead_code, unreachable_pub)]
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, ring};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+/// Accepts exactly one server certificate (byte-equal DER), i.e. pinning.
+///
+/// The edge's development certificate is a self-signed end-entity cert, which
+/// webpki refuses to use as its own trust anchor, so a root store cannot
+/// express "trust this cert". Handshake signatures are still verified against
+/// it, so only the holder of its private key passes.
+#[derive(Debug)]
+pub struct PinnedCert {
+    cert: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedCert {
+    pub fn new(cert_der: &[u8]) -> Self {
+        Self {
+            cert: CertificateDer::from(cert_der.to_vec()),
+            provider: Arc::new(ring::default_provider()),
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The pinned bytes fix the names and validity too; nothing else to check.
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A ring-based client config that trusts only `cert_der` (or, with `None`,
+/// nothing at all), without ALPN. Also usable for non-hyper clients.
+pub fn pinned_client_config(cert_der: Option<&[u8]>) -> ClientConfig {
+    let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions");
+    match cert_der {
+        Some(der) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCert::new(der)))
+            .with_no_client_auth(),
+        // An empty root store: plain http works, any https fails verification.
+        None => builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    }
+}
+
+/// A complete response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub version: Version,
+}
+
+impl Resp {
+    /// The header's first value, if present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as UTF-8 (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A pooled keep-alive client for one HTTP version.
+#[derive(Clone)]
+pub struct Client {
+    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Client {
+    /// HTTP/1.1 only, for http:// and https:// (ALPN http/1.1), trusting only
+    /// `ca_der` for https.
+    pub fn h1(ca_der: Option<&[u8]>) -> Self {
+        let mut tls = pinned_client_config(ca_der);
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let inner = HyperClient::builder(TokioExecutor::new()).build(connector(tls));
+        Self { inner }
+    }
+
+    /// HTTP/2 only: ALPN h2 over https (trusting only `ca_der`), or h2c with
+    /// prior knowledge over plain http.
+    pub fn h2(ca_der: &[u8]) -> Self {
+        let mut tls = pinned_client_config(Some(ca_der));
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let inner = HyperClient::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector(tls));
+        Self { inner }
+    }
+
+    /// GET `url` and collect the body; panics on any transport error.
+    pub async fn get(&self, url: &str) -> Resp {
+        self.get_with(url, &[]).await
+    }
+
+    /// GET `url` with extra request headers; panics on any transport error.
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut req = Request::get(url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::default()).expect("valid GET request");
+        match self.send(req).await {
+            Ok(resp) => resp,
+            Err(e) => panic!("GET {url} failed: {e}"),
+        }
+    }
+
+    /// Sends `req` and collects the body; `Err` on transport or body errors.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Resp, String> {
+        let what = format!("{} {}", req.method(), req.uri());
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .map_err(|e| format!("{what}: {}", chain(&e)))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("{what}: body: {}", chain(&e)))?
+            .to_bytes();
+        Ok(Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        })
+    }
+
+    /// GETs `url`, handing each data chunk to `f` instead of keeping it;
+    /// returns the head and the body length. A body error reports how many
+    /// bytes arrived before it.
+    pub async fn get_streaming(
+        &self,
+        url: &str,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(http::response::Parts, u64), String> {
+        let req = Request::get(url)
+            .body(Full::default())
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
+        let (parts, mut body) = resp.into_parts();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| format!("GET {url}: body error after {total} bytes: {}", chain(&e)))?;
+            if let Some(data) = frame.data_ref() {
+                f(data);
+                total += data.len() as u64;
+            }
+        }
+        Ok((parts, total))
+    }
+}
+
+fn connector(tls: ClientConfig) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    // The TLS layer decides per scheme; the TCP layer must accept https URIs.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    // From<(connector, config)> keeps our ALPN list (the builder would reject
+    // a preset one and sends none at all for HTTP/1.1-only).
+    HttpsConnector::from((http, tls))
+}
+
+/// An error and its sources, since hyper's top-level messages are terse.
+fn chain(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
