@@ -58,6 +58,10 @@ struct State {
     /// Frames of the chunk being assembled, starting at offset `written`.
     pending: Vec<Bytes>,
     pending_len: usize,
+    /// Readers may not see bytes from here on until the fill has ended: the last frame of a
+    /// body is held back until the entry is committed, so a client that has every byte can
+    /// count on its next request being a hit.
+    held_from: Option<u64>,
     end: Option<Result<(), FillError>>,
 }
 
@@ -69,7 +73,8 @@ impl State {
 
 enum Step {
     Data(Bytes),
-    Read(ChunkRef, usize),
+    /// Read a stored chunk and send bytes `skip..until` of it.
+    Read(ChunkRef, usize, usize),
     Wait,
     Done,
     Failed(FillError),
@@ -130,7 +135,11 @@ impl Fill {
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not stored
             };
+            let start = total;
             total += data.len() as u64;
+            if announced == Some(total) {
+                self.lock().held_from = Some(start);
+            }
             if announced.is_some_and(|a| total > a) {
                 return Err(FillError::Length {
                     announced: announced.unwrap_or(0),
@@ -205,7 +214,10 @@ impl Fill {
     }
 
     fn finish(&self, end: Result<(), FillError>) {
-        self.lock().end = Some(end);
+        let mut state = self.lock();
+        state.end = Some(end);
+        state.held_from = None;
+        drop(state);
         self.progress.send_modify(|v| *v += 1);
     }
 
@@ -240,21 +252,24 @@ impl Fill {
 
     fn step(&self, pos: u64) -> Step {
         let state = self.lock();
-        if pos < state.written {
+        let limit = state.held_from.unwrap_or(u64::MAX);
+        if pos < state.written.min(limit) {
             let i = state.chunks.partition_point(|(start, _)| *start <= pos) - 1;
             let (start, chunk) = &state.chunks[i];
             let skip = (pos - start) as usize;
+            let until = (limit - start).min(chunk.len) as usize;
             if let Some((_, bytes)) = state.recent.iter().find(|(idx, _)| *idx == i) {
-                return Step::Data(bytes.slice(skip..));
+                return Step::Data(bytes.slice(skip..until));
             }
-            return Step::Read(chunk.clone(), skip);
+            return Step::Read(chunk.clone(), skip, until);
         }
-        if pos < state.available() {
+        if pos < state.available().min(limit) {
             let mut offset = state.written;
             for frame in &state.pending {
                 let end = offset + frame.len() as u64;
                 if pos < end {
-                    return Step::Data(frame.slice((pos - offset) as usize..));
+                    let until = (end.min(limit) - offset) as usize;
+                    return Step::Data(frame.slice((pos - offset) as usize..until));
                 }
                 offset = end;
             }
@@ -298,10 +313,12 @@ impl Reader {
             self.rx.borrow_and_update();
             let data = match self.fill.step(self.pos) {
                 Step::Data(bytes) => bytes,
-                Step::Read(chunk, skip) => match self.fill.store.read_chunk(&chunk, false).await {
-                    Ok(bytes) => bytes.slice(skip.min(bytes.len())..),
-                    Err(e) => return Some(Err(Box::new(e) as BoxError)),
-                },
+                Step::Read(chunk, skip, until) => {
+                    match self.fill.store.read_chunk(&chunk, false).await {
+                        Ok(bytes) => bytes.slice(skip.min(bytes.len())..until.min(bytes.len())),
+                        Err(e) => return Some(Err(Box::new(e) as BoxError)),
+                    }
+                }
                 Step::Done => return None,
                 Step::Failed(e) => return Some(Err(Box::new(e))),
                 Step::Wait => {

@@ -152,15 +152,15 @@ impl Cache {
             if lookup.headers.contains_key(header::RANGE) {
                 // Ranges are answered from fresh full entries; otherwise the origin answers
                 // them and nothing is stored (sliced range caching is its own layer).
-                if let Some((_, meta)) = &found {
-                    if let Freshness::Fresh { ttl } = inner.freshness(lookup.headers, meta) {
-                        match inner
-                            .serve_stored(lookup, meta.clone(), Outcome::Hit, Some(ttl))
-                            .await
-                        {
-                            Some(served) => return served,
-                            None => continue,
-                        }
+                if let Some((_, meta)) = &found
+                    && let Freshness::Fresh { ttl } = inner.freshness(lookup.headers, meta)
+                {
+                    match inner
+                        .serve_stored(lookup, meta.clone(), Outcome::Hit, Some(ttl))
+                        .await
+                    {
+                        Some(served) => return served,
+                        None => continue,
                     }
                 }
                 return inner.pass(origin_req, upstream, "range").await;
@@ -244,7 +244,8 @@ impl Inner {
         } else {
             Outcome::UriMiss
         };
-        let key = if self.passes.contains_key(primary) {
+        let hit_for_pass = self.passes.contains_key(primary);
+        let key = if hit_for_pass {
             // A key no other request shares: no coalescing, but still stored if it has
             // become storable.
             let n = self
@@ -268,9 +269,14 @@ impl Inner {
             stale: None,
             outcome,
         };
-        self.clone()
+        let mut served = self
+            .clone()
             .fetch(lookup, flight, origin_req, upstream)
-            .await
+            .await;
+        if hit_for_pass && served.status.detail.is_none() {
+            served.status.detail = Some("hit-for-pass");
+        }
+        served
     }
 
     /// The stored variant matching the request's Vary values.
@@ -367,10 +373,10 @@ impl Inner {
                     Some(rx) => rx.await.ok(),
                     None => None,
                 };
-                if status.is_server_error() {
-                    if let Some(served) = self.stale_if_error(lookup, &stale, status).await {
-                        return served;
-                    }
+                if status.is_server_error()
+                    && let Some(served) = self.stale_if_error(lookup, &stale, status).await
+                {
+                    return served;
                 }
                 match leader_response {
                     Some(response) => Served {
@@ -464,16 +470,15 @@ impl Inner {
         crate::headers::strip_hop_by_hop(&mut parts.headers);
         ensure_date(&mut parts.headers, response_time);
 
-        if parts.status == StatusCode::NOT_MODIFIED {
-            if let Some(stale) =
+        if parts.status == StatusCode::NOT_MODIFIED
+            && let Some(stale) =
                 stale.filter(|s| policy::not_modified_matches(&s.header_map(), &parts.headers))
-            {
-                let result = self
-                    .refresh(&stale, &parts.headers, request_time, response_time)
-                    .await;
-                let _ = landed.send(Some(result));
-                return;
-            }
+        {
+            let result = self
+                .refresh(&stale, &parts.headers, request_time, response_time)
+                .await;
+            let _ = landed.send(Some(result));
+            return;
         }
         let primary = key::primary_of(key).to_owned();
         let verdict = storable(&method, &req_headers, parts.status, &parts.headers)
@@ -866,10 +871,10 @@ fn set_length(headers: &mut HeaderMap, len: u64) {
 
 fn ensure_date(headers: &mut HeaderMap, now: SystemTime) {
     // RFC 9110 6.6.1: a recipient with a clock adds Date when forwarding a message without one.
-    if !headers.contains_key(header::DATE) {
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
-            headers.insert(header::DATE, v);
-        }
+    if !headers.contains_key(header::DATE)
+        && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+    {
+        headers.insert(header::DATE, v);
     }
 }
 

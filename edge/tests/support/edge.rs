@@ -20,8 +20,10 @@ pub const SITE_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "cdn.test"];
 
 /// A config for tests: ephemeral ports on loopback, the given cache dir, one site.
 pub fn test_config(origin: &str, cache_dir: &Path) -> EdgeConfig {
-    let mut c = EdgeConfig::default();
-    c.name = "edge-test".into();
+    let mut c = EdgeConfig {
+        name: "edge-test".into(),
+        ..EdgeConfig::default()
+    };
     c.listen.https = Some(([127, 0, 0, 1], 0).into());
     c.listen.http = Some(([127, 0, 0, 1], 0).into());
     c.listen.admin = Some(([127, 0, 0, 1], 0).into());
