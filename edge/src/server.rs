@@ -26,6 +26,7 @@ pub struct Edge;
 /// A running edge. Dropping it does not stop it; call [`RunningEdge::shutdown`].
 pub struct RunningEdge {
     https: Option<SocketAddr>,
+    h3: Option<SocketAddr>,
     http: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     certificate: Option<TlsMaterial>,
@@ -53,7 +54,50 @@ impl Edge {
         } else {
             None
         };
-        let service = Arc::new(build_service(&config).await?);
+        // Bind everything first: the Alt-Svc header needs the UDP port actually bound.
+        let https_listener = match config.listen.https {
+            Some(addr) => Some(bind(addr, "https").await?),
+            None => None,
+        };
+        let https = https_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        let quic_socket = match https {
+            Some(tcp) if config.quic.enabled => Some(
+                std::net::UdpSocket::bind(tcp)
+                    .with_context(|| format!("cannot listen for HTTP/3 on UDP {tcp}"))?,
+            ),
+            _ => None,
+        };
+        let http_listener = match config.listen.http {
+            Some(addr) => Some(bind(addr, "http").await?),
+            None => None,
+        };
+        let http = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let admin_listener = match config.listen.admin {
+            Some(addr) => Some(bind(addr, "admin").await?),
+            None => None,
+        };
+        let admin = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        let h3 = quic_socket.as_ref().map(|s| s.local_addr()).transpose()?;
+        let alt_svc = match h3 {
+            Some(udp) if config.quic.advertise => {
+                let port = match config.quic.advertised_port {
+                    0 => udp.port(),
+                    p => p,
+                };
+                let max_age = config.quic.alt_svc_max_age.as_secs();
+                Some(http::HeaderValue::from_str(&format!(
+                    "h3=\":{port}\"; ma={max_age}"
+                ))?)
+            }
+            _ => None,
+        };
+        let service = Arc::new(build_service(&config, alt_svc).await?);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let limits = TcpLimits {
@@ -61,62 +105,62 @@ impl Edge {
             header_read_timeout: config.listen.header_read_timeout,
             shutdown_grace: config.listen.shutdown_grace,
         };
-        let mut certificate = None;
-        let https = match config.listen.https {
-            Some(addr) => {
-                let material = tls_material(&config)?;
-                let tls = material.server_config(&[b"h2", b"http/1.1"])?;
-                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-                let listener = bind(addr, "https").await?;
-                let local = listener.local_addr()?;
-                tasks.push(tokio::spawn(tcp::serve(
-                    listener,
-                    Some(acceptor),
-                    service.clone(),
-                    limits,
-                    stopped.clone(),
-                )));
-                certificate = Some(material);
-                Some(local)
-            }
+        let material = match https_listener {
+            Some(_) => Some(tls_material(&config)?),
             None => None,
         };
-        let http = match config.listen.http {
-            Some(addr) => {
-                let listener = bind(addr, "http").await?;
-                let local = listener.local_addr()?;
-                tasks.push(tokio::spawn(tcp::serve(
-                    listener,
-                    None,
-                    service.clone(),
-                    limits,
-                    stopped.clone(),
-                )));
-                Some(local)
-            }
-            None => None,
-        };
-        let admin = match config.listen.admin {
-            Some(addr) => {
-                let listener = bind(addr, "admin").await?;
-                let local = listener.local_addr()?;
-                tasks.push(tokio::spawn(crate::admin::serve(
-                    listener,
-                    service.clone(),
-                    stopped.clone(),
-                )));
-                Some(local)
-            }
-            None => None,
-        };
+        if let (Some(listener), Some(material)) = (https_listener, &material) {
+            let tls = material.server_config(&[b"h2", b"http/1.1"])?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            tasks.push(tokio::spawn(tcp::serve(
+                listener,
+                Some(acceptor),
+                service.clone(),
+                limits,
+                stopped.clone(),
+            )));
+        }
+        if let (Some(socket), Some(material)) = (quic_socket, &material) {
+            let endpoint = crate::frontend::h3::endpoint(socket, material, &config.quic)?;
+            tasks.push(tokio::spawn(crate::frontend::h3::serve(
+                endpoint,
+                service.clone(),
+                config.quic.clone(),
+                config.listen.shutdown_grace,
+                stopped.clone(),
+            )));
+        }
+        if let Some(listener) = http_listener {
+            tasks.push(tokio::spawn(tcp::serve(
+                listener,
+                None,
+                service.clone(),
+                limits,
+                stopped.clone(),
+            )));
+        }
+        if let Some(listener) = admin_listener {
+            tasks.push(tokio::spawn(crate::admin::serve(
+                listener,
+                service.clone(),
+                stopped.clone(),
+            )));
+        }
+        let certificate = material;
         // These lines are a contract: tests and scripts read the bound ports from them.
-        for (name, addr) in [("https", https), ("http", http), ("admin", admin)] {
+        for (name, addr) in [
+            ("https", https),
+            ("h3", h3),
+            ("http", http),
+            ("admin", admin),
+        ] {
             if let Some(addr) = addr {
                 tracing::info!(listener = name, %addr, "listening");
             }
         }
         Ok(RunningEdge {
             https,
+            h3,
             http,
             admin,
             certificate,
@@ -131,6 +175,11 @@ impl Edge {
 impl RunningEdge {
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https
+    }
+
+    /// The UDP address HTTP/3 is served on.
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.h3
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -161,7 +210,10 @@ impl RunningEdge {
     }
 }
 
-async fn build_service(config: &EdgeConfig) -> anyhow::Result<Service> {
+async fn build_service(
+    config: &EdgeConfig,
+    alt_svc: Option<http::HeaderValue>,
+) -> anyhow::Result<Service> {
     let c = &config.cache;
     let store = Store::open(
         &c.dir,
@@ -195,6 +247,7 @@ async fn build_service(config: &EdgeConfig) -> anyhow::Result<Service> {
         name: config.name.clone(),
         health_path: config.listen.health_path.clone(),
         access_log: config.log.access_log,
+        alt_svc,
     };
     Ok(Service::new(settings, sites, cache, origin, metrics))
 }

@@ -69,6 +69,8 @@ pub struct ServiceSettings {
     pub name: String,
     pub health_path: String,
     pub access_log: bool,
+    /// `Alt-Svc` value added to responses over TCP (advertises HTTP/3).
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// The edge's request core.
@@ -129,7 +131,7 @@ impl Service {
         let mut served = self
             .route(&ctx, &parts, host.as_deref(), &path_and_query, req_body)
             .await;
-        self.finish(&parts, path_and_query, &mut served);
+        self.finish(ctx.protocol, &parts, path_and_query, &mut served);
         let complete = http_body::Body::is_end_stream(served.inner.response.body());
         let record = AccessRecord {
             ctx,
@@ -319,7 +321,13 @@ impl Service {
     }
 
     /// Adds the edge's own headers to whatever answered the request.
-    fn finish(&self, parts: &http::request::Parts, path_and_query: String, served: &mut Routed) {
+    fn finish(
+        &self,
+        protocol: Protocol,
+        parts: &http::request::Parts,
+        path_and_query: String,
+        served: &mut Routed,
+    ) {
         let response = &mut served.inner.response;
         let version = response.version();
         let h = response.headers_mut();
@@ -328,6 +336,11 @@ impl Service {
         let entry = served.inner.status.render(&self.settings.name);
         if let Ok(v) = HeaderValue::from_str(&entry) {
             h.append(HeaderName::from_static("cache-status"), v);
+        }
+        if let Some(alt_svc) = &self.settings.alt_svc
+            && protocol != Protocol::H3
+        {
+            h.insert(header::ALT_SVC, alt_svc.clone());
         }
         if parts.method == Method::HEAD {
             // A HEAD answer never has a body (hyper's HTTP/2 would reset the stream).

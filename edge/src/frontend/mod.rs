@@ -2,4 +2,5 @@
 //! [`crate::service::Service::handle`], and streams the response back. Nothing about caching
 //! lives here.
 
+pub mod h3;
 pub mod tcp;

@@ -124,3 +124,8 @@ async fn a_client_that_leaves_does_not_cancel_the_fill_others_wait_on() {
     assert_eq!(origin.hits("/big"), 1);
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_misses_make_one_origin_request_h3_streams() {
+    hundred_concurrent_misses(Proto::H3).await;
+}

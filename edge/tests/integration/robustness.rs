@@ -292,3 +292,30 @@ async fn health_answers_on_public_and_admin_listeners() {
     );
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_reset_mid_body_fails_the_client_and_stores_nothing_h3() {
+    reset_mid_body(Proto::H3).await;
+}
+
+#[tokio::test]
+async fn alt_svc_advertises_http3_on_tcp_only() {
+    let origin = TestOrigin::start().await;
+    origin.route("/a", Reply::ok("a").header("cache-control", "max-age=60"));
+    let edge = TestEdge::start(&origin.url()).await;
+    let port = edge.running.h3_addr().unwrap().port();
+    assert_eq!(
+        port,
+        edge.running.https_addr().unwrap().port(),
+        "h3 shares the HTTPS port"
+    );
+    let expected = format!("h3=\":{port}\"; ma=86400");
+    for proto in [Proto::H1, Proto::H1Tls, Proto::H2] {
+        let r = edge.client(proto).get(&edge.url(proto, "/a")).await;
+        assert_eq!(r.header("alt-svc"), Some(expected.as_str()), "{proto:?}");
+    }
+    let r = edge.client(Proto::H3).get(&edge.url(Proto::H3, "/a")).await;
+    assert_eq!(r.version, http::Version::HTTP_3);
+    assert_eq!(r.header("alt-svc"), None);
+    edge.stop().await;
+}

@@ -129,7 +129,38 @@ impl Resp {
 /// A pooled keep-alive client for one HTTP version.
 #[derive(Clone)]
 pub struct Client {
-    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Hyper(HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    H3(std::sync::Arc<super::h3client::H3Client>),
+}
+
+/// A response head and a body to read chunk by chunk, whatever the transport.
+enum Streaming {
+    Hyper(hyper::body::Incoming),
+    H3(Box<super::h3client::H3Response>),
+}
+
+impl Streaming {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        match self {
+            Self::Hyper(body) => loop {
+                match body.frame().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(chain(&e)),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Ok(Some(data));
+                        }
+                    }
+                }
+            },
+            Self::H3(resp) => resp.chunk().await,
+        }
+    }
 }
 
 impl Client {
@@ -139,7 +170,16 @@ impl Client {
         let mut tls = pinned_client_config(ca_der);
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let inner = HyperClient::builder(TokioExecutor::new()).build(connector(tls));
-        Self { inner }
+        Self {
+            inner: Transport::Hyper(inner),
+        }
+    }
+
+    /// HTTP/3 over QUIC, trusting only `ca_der`; one connection, many streams.
+    pub fn h3(ca_der: &[u8]) -> Self {
+        Self {
+            inner: Transport::H3(std::sync::Arc::new(super::h3client::H3Client::new(ca_der))),
+        }
     }
 
     /// HTTP/2 only: ALPN h2 over https (trusting only `ca_der`), or h2c with
@@ -150,7 +190,9 @@ impl Client {
         let inner = HyperClient::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector(tls));
-        Self { inner }
+        Self {
+            inner: Transport::Hyper(inner),
+        }
     }
 
     /// GET `url` and collect the body; panics on any transport error.
@@ -174,21 +216,19 @@ impl Client {
     /// Sends `req` and collects the body; `Err` on transport or body errors.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Resp, String> {
         let what = format!("{} {}", req.method(), req.uri());
-        let resp = self
-            .inner
-            .request(req)
+        let (parts, mut body) = self.exchange(req).await?;
+        let mut collected = Vec::new();
+        while let Some(chunk) = body
+            .chunk()
             .await
-            .map_err(|e| format!("{what}: {}", chain(&e)))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("{what}: body: {}", chain(&e)))?
-            .to_bytes();
+            .map_err(|e| format!("{what}: body: {e}"))?
+        {
+            collected.extend_from_slice(&chunk);
+        }
         Ok(Resp {
             status: parts.status,
             headers: parts.headers,
-            body,
+            body: Bytes::from(collected),
             version: parts.version,
         })
     }
@@ -204,22 +244,50 @@ impl Client {
         let req = Request::get(url)
             .body(Full::default())
             .map_err(|e| format!("GET {url}: {e}"))?;
-        let resp = self
-            .inner
-            .request(req)
-            .await
-            .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
-        let (parts, mut body) = resp.into_parts();
+        let (parts, mut body) = self.exchange(req).await?;
         let mut total = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| format!("GET {url}: body error after {total} bytes: {}", chain(&e)))?;
-            if let Some(data) = frame.data_ref() {
-                f(data);
-                total += data.len() as u64;
+        loop {
+            match body.chunk().await {
+                Ok(Some(data)) => {
+                    f(&data);
+                    total += data.len() as u64;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("GET {url}: body error after {total} bytes: {e}")),
             }
         }
         Ok((parts, total))
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(http::response::Parts, Streaming), String> {
+        let what = format!("{} {}", req.method(), req.uri());
+        match &self.inner {
+            Transport::Hyper(client) => {
+                let resp = client
+                    .request(req)
+                    .await
+                    .map_err(|e| format!("{what}: {}", chain(&e)))?;
+                let (parts, body) = resp.into_parts();
+                Ok((parts, Streaming::Hyper(body)))
+            }
+            Transport::H3(client) => {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map_err(|e| format!("{what}: request body: {e}"))?
+                    .to_bytes();
+                let resp = client
+                    .send(Request::from_parts(parts, body))
+                    .await
+                    .map_err(|e| format!("{what}: {e}"))?;
+                let parts = resp.parts.clone();
+                Ok((parts, Streaming::H3(Box::new(resp))))
+            }
+        }
     }
 }
 

@@ -46,16 +46,19 @@ pub enum Proto {
     H1Tls,
     /// HTTP/2 over TLS.
     H2,
+    /// HTTP/3 over QUIC.
+    H3,
 }
 
 impl Proto {
-    pub const ALL: [Self; 3] = [Self::H1, Self::H1Tls, Self::H2];
+    pub const ALL: [Self; 4] = [Self::H1, Self::H1Tls, Self::H2, Self::H3];
 
     /// The `protocol` label the edge reports for requests over this.
     pub fn label(self) -> &'static str {
         match self {
             Self::H1 | Self::H1Tls => "h1",
             Self::H2 => "h2",
+            Self::H3 => "h3",
         }
     }
 }
@@ -99,6 +102,7 @@ impl TestEdge {
             Proto::H1 => Client::h1(None),
             Proto::H1Tls => Client::h1(Some(&self.cert_der())),
             Proto::H2 => Client::h2(&self.cert_der()),
+            Proto::H3 => Client::h3(&self.cert_der()),
         }
     }
 
@@ -109,7 +113,7 @@ impl TestEdge {
                 "http://localhost:{}{path}",
                 self.running.http_addr().unwrap().port()
             ),
-            Proto::H1Tls | Proto::H2 => format!(
+            Proto::H1Tls | Proto::H2 | Proto::H3 => format!(
                 "https://localhost:{}{path}",
                 self.running.https_addr().unwrap().port()
             ),
@@ -174,7 +178,10 @@ impl EdgeProcess {
             }
         });
         let mut addrs = std::collections::HashMap::new();
-        while addrs.len() < 3 {
+        while !["https", "http", "admin"]
+            .iter()
+            .all(|k| addrs.contains_key(*k))
+        {
             let line = log
                 .recv_timeout(Duration::from_secs(30))
                 .expect("edge prints its listening lines within 30 s");

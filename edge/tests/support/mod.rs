@@ -5,4 +5,5 @@
 
 pub mod client;
 pub mod edge;
+pub mod h3client;
 pub mod origin;

@@ -1,0 +1,221 @@
+//! HTTP/3 over QUIC (quinn + h3): the same [`Service`] as the TCP front-end, reached over UDP.
+//!
+//! This file only translates: QUIC connection -> h3 request streams -> `http::Request<Body>`,
+//! and the service's response back onto the stream, frame by frame with h3's flow control as
+//! backpressure. Limits: streams per connection (transport config), connections per endpoint,
+//! header size (h3 builder). A stream that fails (client reset, garbage) ends alone; the
+//! connection and its other streams carry on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, Bytes};
+use h3::server::RequestStream;
+use http_body_util::BodyExt as _;
+use quinn::crypto::rustls::QuicServerConfig;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::body::{self, Body, BoxError};
+use crate::config::{Congestion, QuicConfig};
+use crate::service::{Protocol, RequestCtx, Service};
+
+/// Builds the QUIC endpoint on `socket` with the edge's certificate and transport limits.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    material: &shared::tls::TlsMaterial,
+    config: &QuicConfig,
+) -> anyhow::Result<quinn::Endpoint> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(shared::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(material.chain.clone(), material.key.clone_key())?;
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    // 0-RTT stays off: replayable early data is unsafe for anything but idempotent requests.
+    tls.max_early_data_size = 0;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    server.transport_config(Arc::new(transport(config)?));
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(endpoint)
+}
+
+fn transport(c: &QuicConfig) -> anyhow::Result<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(c.max_concurrent_streams.into())
+        // HTTP/3 needs 3 unidirectional streams per side (control, QPACK encoder/decoder).
+        .max_concurrent_uni_streams(8u32.into())
+        .max_idle_timeout(Some(c.idle_timeout.try_into()?))
+        .keep_alive_interval((!c.keep_alive.is_zero()).then_some(c.keep_alive))
+        .stream_receive_window(quinn::VarInt::try_from(c.stream_receive_window.as_u64())?)
+        .receive_window(quinn::VarInt::try_from(c.receive_window.as_u64())?)
+        .send_window(c.send_window.as_u64())
+        .enable_segmentation_offload(c.gso);
+    match c.congestion {
+        Congestion::Cubic => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+        }
+        Congestion::NewReno => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
+        }
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+        }
+    };
+    Ok(t)
+}
+
+/// Accepts connections until `shutdown` turns true; then every connection sends GOAWAY,
+/// finishes its in-flight requests (up to `grace`), and the endpoint closes.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    service: Arc<Service>,
+    config: QuicConfig,
+    grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut connections = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Some(incoming) = incoming else { break };
+        if open.load(Ordering::Relaxed) >= config.max_connections {
+            incoming.refuse();
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let (service, open, stop) = (service.clone(), open.clone(), shutdown.clone());
+        let max_header = config.max_header_size.as_u64();
+        connections.spawn(async move {
+            let peer = incoming.remote_address();
+            if let Err(e) = connection(incoming, service, max_header, stop).await {
+                tracing::debug!(%peer, error = %e, "QUIC connection ended with an error");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!("shutdown grace period over; closing remaining QUIC connections");
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    service: Arc<Service>,
+    max_header: u64,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BoxError> {
+    let conn = incoming.accept()?.await?;
+    let peer = conn.remote_address();
+    let mut h3 = h3::server::builder()
+        .max_field_section_size(max_header)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .await?;
+    let mut requests = JoinSet::new();
+    let mut stopping = false;
+    loop {
+        let accepted = tokio::select! {
+            accepted = h3.accept() => Some(accepted),
+            _ = stop.wait_for(|s| *s), if !stopping => None,
+        };
+        let Some(accepted) = accepted else {
+            stopping = true;
+            // GOAWAY: no new requests; those already accepted complete.
+            h3.shutdown(0).await?;
+            continue;
+        };
+        match accepted {
+            Ok(Some(resolver)) => {
+                let service = service.clone();
+                requests.spawn(async move {
+                    match resolver.resolve_request().await {
+                        Ok((req, stream)) => request(service, peer, req, stream).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
+                    }
+                });
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if !e.is_h3_no_error() {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 connection closed");
+                }
+                break;
+            }
+        }
+    }
+    while requests.join_next().await.is_some() {}
+    Ok(())
+}
+
+type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+async fn request(service: Arc<Service>, peer: SocketAddr, req: http::Request<()>, stream: Stream) {
+    let ctx = RequestCtx {
+        protocol: Protocol::H3,
+        peer,
+        secure: true,
+        start: Instant::now(),
+    };
+    let (mut send, recv) = stream.split();
+    let req = req.map(|()| request_body(recv));
+    let response = service.handle(ctx, req).await;
+    let (parts, mut body) = response.into_parts();
+    if let Err(e) = send
+        .send_response(http::Response::from_parts(parts, ()))
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "HTTP/3 client went away before the response head");
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers are not forwarded over HTTP/3
+            },
+            Err(e) => {
+                // The body failed (origin reset, corrupt cache chunk): reset the stream so the
+                // client cannot mistake a truncated body for a complete one.
+                tracing::debug!(%peer, error = %e, "response body failed; resetting stream");
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        };
+        if let Err(e) = send.send_data(data).await {
+            tracing::debug!(%peer, error = %e, "HTTP/3 client went away mid-body");
+            return;
+        }
+    }
+    if let Err(e) = send.finish().await {
+        tracing::debug!(%peer, error = %e, "HTTP/3 stream finish failed");
+    }
+}
+
+/// The request body as a [`Body`], read from the stream as the service polls it.
+fn request_body(recv: RequestStream<h3_quinn::RecvStream, Bytes>) -> Body {
+    let stream = futures_util::stream::unfold(recv, |mut recv| async move {
+        match recv.recv_data().await {
+            Ok(Some(mut buf)) => {
+                let bytes = buf.copy_to_bytes(buf.remaining());
+                Some((Ok(http_body::Frame::data(bytes)), recv))
+            }
+            Ok(None) => None,
+            Err(e) => Some((Err(Box::new(e) as BoxError), recv)),
+        }
+    });
+    body::boxed(http_body_util::StreamBody::new(stream))
+}
