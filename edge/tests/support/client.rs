@@ -134,8 +134,8 @@ pub struct Client {
 
 #[derive(Clone)]
 enum Transport {
-    Hyper(HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    H3(std::sync::Arc<super::h3client::H3Client>),
+    Hyper(Box<HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    H3(Arc<super::h3client::H3Client>),
 }
 
 /// A response head and a body to read chunk by chunk, whatever the transport.
@@ -171,14 +171,14 @@ impl Client {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let inner = HyperClient::builder(TokioExecutor::new()).build(connector(tls));
         Self {
-            inner: Transport::Hyper(inner),
+            inner: Transport::Hyper(Box::new(inner)),
         }
     }
 
     /// HTTP/3 over QUIC, trusting only `ca_der`; one connection, many streams.
     pub fn h3(ca_der: &[u8]) -> Self {
         Self {
-            inner: Transport::H3(std::sync::Arc::new(super::h3client::H3Client::new(ca_der))),
+            inner: Transport::H3(Arc::new(super::h3client::H3Client::new(ca_der))),
         }
     }
 
@@ -191,7 +191,7 @@ impl Client {
             .http2_only(true)
             .build(connector(tls));
         Self {
-            inner: Transport::Hyper(inner),
+            inner: Transport::Hyper(Box::new(inner)),
         }
     }
 

@@ -86,10 +86,10 @@ impl H3Client {
             .find(SocketAddr::is_ipv4)
             .ok_or("no IPv4 address")?;
         let mut slot = self.conn.lock().await;
-        if let Some((a, sender)) = slot.as_ref() {
-            if *a == addr {
-                return Ok(sender.clone());
-            }
+        if let Some((a, sender)) = slot.as_ref()
+            && *a == addr
+        {
+            return Ok(sender.clone());
         }
         let config = quinn::ClientConfig::new(self.tls.clone());
         let conn = self
