@@ -8,5 +8,6 @@ mod support;
 mod browser;
 mod caching;
 mod coalescing;
+mod h3;
 mod process;
 mod robustness;
