@@ -207,15 +207,40 @@ async fn request(service: Arc<Service>, peer: SocketAddr, req: http::Request<()>
 
 /// The request body as a [`Body`], read from the stream as the service polls it.
 fn request_body(recv: RequestStream<h3_quinn::RecvStream, Bytes>) -> Body {
-    let stream = futures_util::stream::unfold(recv, |mut recv| async move {
-        match recv.recv_data().await {
+    let recv = RecvHalf { recv, ended: false };
+    let stream = futures_util::stream::unfold(recv, |mut half| async move {
+        match half.recv.recv_data().await {
             Ok(Some(mut buf)) => {
                 let bytes = buf.copy_to_bytes(buf.remaining());
-                Some((Ok(http_body::Frame::data(bytes)), recv))
+                Some((Ok(http_body::Frame::data(bytes)), half))
             }
-            Ok(None) => None,
-            Err(e) => Some((Err(Box::new(e) as BoxError), recv)),
+            Ok(None) => {
+                half.ended = true;
+                drop(half);
+                None
+            }
+            Err(e) => {
+                half.ended = true;
+                Some((Err(Box::new(e) as BoxError), half))
+            }
         }
     });
     body::boxed(http_body_util::StreamBody::new(stream))
+}
+
+/// The receiving half of a request stream. When the service answers without reading the
+/// request to its end (a GET whose FIN has not arrived yet, a rejected upload), the client is
+/// told with STOP_SENDING and H3_NO_ERROR, as RFC 9114 4.1 allows, instead of quinn's bare
+/// code 0.
+struct RecvHalf {
+    recv: RequestStream<h3_quinn::RecvStream, Bytes>,
+    ended: bool,
+}
+
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
 }

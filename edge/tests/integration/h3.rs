@@ -89,3 +89,25 @@ async fn shutdown_lets_in_flight_http3_requests_finish() {
         "no new requests after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_do_not_disturb_the_quic_endpoint() {
+    let origin = TestOrigin::start().await;
+    origin.route("/ok", Reply::ok("ok").header("cache-control", "max-age=60"));
+    let edge = TestEdge::start(&origin.url()).await;
+    let client = edge.client(Proto::H3);
+    assert_eq!(client.get(&edge.url(Proto::H3, "/ok")).await.text(), "ok");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = edge.running.h3_addr().unwrap();
+    // Short junk, a fake long-header Initial with nonsense, and a max-size blob.
+    let mut junk = vec![0xc3u8, 0, 0, 0, 1, 8];
+    junk.extend(std::iter::repeat_n(0x5a, 1200));
+    for datagram in [&b"hello"[..], &junk, &[0xffu8; 1500][..]] {
+        socket.send_to(datagram, target).await.unwrap();
+    }
+    // The existing connection and a new one both keep working.
+    assert_eq!(client.get(&edge.url(Proto::H3, "/ok")).await.text(), "ok");
+    let fresh = edge.client(Proto::H3);
+    assert_eq!(fresh.get(&edge.url(Proto::H3, "/ok")).await.text(), "ok");
+    edge.stop().await;
+}

@@ -65,10 +65,9 @@ impl H3Client {
                 .await
                 .map_err(|e| format!("HTTP/3 send_data: {e}"))?;
         }
-        stream
-            .finish()
-            .await
-            .map_err(|e| format!("HTTP/3 finish: {e}"))?;
+        // A server may answer before it has read the request's end and then stop the request
+        // stream (RFC 9114 4.1); the response is still valid, so a failed finish is not fatal.
+        let _ = stream.finish().await;
         let head = stream
             .recv_response()
             .await
