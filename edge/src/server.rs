@@ -235,7 +235,9 @@ async fn build_service(
         heuristic_max: c.heuristic_max,
     };
     let limits = CacheLimits {
-        chunk_size: c.chunk_size.as_u64() as usize,
+        slice_size: c.slice_size.as_u64() as usize,
+        slice_read_ahead: c.slice_read_ahead,
+        max_ranges: c.max_ranges,
         max_object_size: c.max_object_size.as_u64(),
         memory_object_max: c.memory_object_max.as_u64(),
         pass_memory: c.pass_memory,

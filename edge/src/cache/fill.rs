@@ -44,6 +44,8 @@ pub struct FillLimits {
 /// Shared state of one fill.
 pub struct Fill {
     store: Arc<Store>,
+    /// The sliced object this fill commits slices of, if it is one.
+    slices: Mutex<Option<Arc<Meta>>>,
     state: Mutex<State>,
     progress: watch::Sender<u64>,
 }
@@ -87,6 +89,7 @@ impl Fill {
         let (progress, _) = watch::channel(0);
         Arc::new(Self {
             store,
+            slices: Mutex::default(),
             state: Mutex::default(),
             progress,
         })
@@ -95,6 +98,10 @@ impl Fill {
     /// Reads the origin body to its end, writing chunks to the store, then commits `meta`
     /// (with its chunks and length filled in). On any failure every chunk written is released
     /// and no entry is created.
+    ///
+    /// A sliced object (`meta.sliced`) is committed first, and each chunk is committed as a
+    /// slice entry as soon as it is written: a failure then keeps the whole slices already
+    /// stored (each one complete and of this version), and the rest is fetched by range later.
     pub async fn run(
         self: Arc<Self>,
         mut body: Body,
@@ -102,6 +109,24 @@ impl Fill {
         mut meta: Meta,
         limits: FillLimits,
     ) -> Result<Arc<Meta>, FillError> {
+        if meta.sliced.is_some() {
+            let object = self
+                .store
+                .commit(meta)
+                .await
+                .map_err(|e| FillError::Store(e.to_string()));
+            let object = match object {
+                Ok(object) => object,
+                Err(e) => {
+                    self.finish(Err(e.clone()));
+                    return Err(e);
+                }
+            };
+            *self.slices.lock().unwrap_or_else(|p| p.into_inner()) = Some(object.clone());
+            let result = self.pump(&mut body, announced, limits).await;
+            self.finish(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            return result.map(|_| object);
+        }
         let result = self.pump(&mut body, announced, limits).await;
         let committed = match result {
             Ok(total) => {
@@ -197,6 +222,19 @@ impl Fill {
             .write_chunk(data.clone(), keep_hot)
             .await
             .map_err(|e| FillError::Store(e.to_string()))?;
+        let object = self
+            .slices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(object) = object {
+            let index = self.lock().chunks.len() as u64;
+            let slice = super::slices::slice_meta(&object, index, chunk.clone());
+            self.store
+                .commit(slice)
+                .await
+                .map_err(|e| FillError::Store(e.to_string()))?;
+        }
         let mut state = self.lock();
         let offset = state.written;
         let index = state.chunks.len();
@@ -223,9 +261,15 @@ impl Fill {
 
     /// A body streaming this fill from its first byte.
     pub fn reader(self: &Arc<Self>) -> Body {
+        self.reader_range(0, u64::MAX)
+    }
+
+    /// A body streaming bytes `start..end` of this fill as they arrive.
+    pub fn reader_range(self: &Arc<Self>, start: u64, end: u64) -> Body {
         let reader = Reader {
             fill: self.clone(),
-            pos: 0,
+            pos: start,
+            end,
             rx: self.progress.subscribe(),
         };
         let stream = futures_util::stream::unfold(reader, |mut r| async move {
@@ -304,12 +348,16 @@ fn drop_prefix(frames: &mut Vec<Bytes>, mut len: usize) {
 struct Reader {
     fill: Arc<Fill>,
     pos: u64,
+    end: u64,
     rx: watch::Receiver<u64>,
 }
 
 impl Reader {
     async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
         loop {
+            if self.pos >= self.end {
+                return None;
+            }
             self.rx.borrow_and_update();
             let data = match self.fill.step(self.pos) {
                 Step::Data(bytes) => bytes,
@@ -329,6 +377,7 @@ impl Reader {
                     continue;
                 }
             };
+            let data = data.slice(..data.len().min((self.end - self.pos) as usize));
             self.pos += data.len() as u64;
             return Some(Ok(data));
         }
@@ -352,6 +401,7 @@ mod tests {
             body_len: 0,
             chunks: Vec::new(),
             vary: Vec::new(),
+            sliced: None,
         }
     }
 

@@ -17,6 +17,17 @@ pub fn variant(primary: &str, vary_key: &str) -> String {
     format!("{primary}\0{vary_key}")
 }
 
+/// The key of slice `index` of a sliced object stored under `variant`. U+0001 keeps slice keys
+/// apart from variant keys (which never contain it).
+pub fn slice(variant: &str, index: u64) -> String {
+    format!("{variant}\u{1}{index}")
+}
+
+/// Whether a key names a slice rather than a whole response.
+pub fn is_slice(key: &str) -> bool {
+    key.contains('\u{1}')
+}
+
 /// The primary part of a variant key.
 pub fn primary_of(variant: &str) -> &str {
     variant.split('\0').next().unwrap_or(variant)
@@ -33,5 +44,8 @@ mod tests {
         let v = variant(&p, "accept-encoding\ngzip");
         assert_eq!(primary_of(&v), p);
         assert_ne!(variant(&p, ""), p);
+        let s = slice(&v, 7);
+        assert!(is_slice(&s) && !is_slice(&v));
+        assert_eq!(primary_of(&s), p);
     }
 }

@@ -34,6 +34,10 @@ pub struct Meta {
     pub chunks: Vec<ChunkRef>,
     /// The request header values the Vary fields had for this variant (lowercase names).
     pub vary: Vec<String>,
+    /// Set on a sliced object: its body is not in `chunks` but in slice entries of this size
+    /// (see `key::slice`), each fetched when first needed.
+    #[serde(default)]
+    pub sliced: Option<u64>,
 }
 
 impl Meta {
@@ -121,6 +125,7 @@ mod tests {
             body_len: 0,
             chunks: Vec::new(),
             vary: Vec::new(),
+            sliced: None,
         };
         meta.set_headers(&h);
         let json = serde_json::to_vec(&meta).unwrap();

@@ -12,12 +12,15 @@ pub mod fill;
 pub mod key;
 pub mod meta;
 pub mod policy;
+pub mod range;
+mod slices;
 pub mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -26,6 +29,8 @@ use prometheus_client::metrics::counter::Counter;
 use self::fill::{Fill, FillLimits};
 use self::meta::{FORMAT_VERSION, Meta};
 use self::policy::{Conditional, Freshness, NotStorable, PolicyConfig, Vary};
+use self::range::{ByteRange, RangeAnswer};
+use self::slices::OriginTemplate;
 use self::store::Store;
 use crate::body::{self, Body};
 use crate::headers::{CacheStatus, Outcome};
@@ -39,7 +44,9 @@ pub trait Upstream: Send + Sync + 'static {
 /// Sizes and knobs of the cache, from config.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLimits {
-    pub chunk_size: usize,
+    pub slice_size: usize,
+    pub slice_read_ahead: u32,
+    pub max_ranges: usize,
     pub max_object_size: u64,
     pub memory_object_max: u64,
     pub pass_memory: Duration,
@@ -80,6 +87,7 @@ struct Inner {
     /// Primary keys whose last response was not storable (hit-for-pass).
     passes: moka::sync::Cache<String, ()>,
     pass_seq: std::sync::atomic::AtomicU64,
+    slice_flights: slices::SliceFlights,
     counters: CacheCounters,
 }
 
@@ -88,6 +96,9 @@ struct Inner {
 enum Landed {
     /// A storable response whose body is being filled into the store.
     Fill { fill: Arc<Fill>, head: Arc<Meta> },
+    /// A range request taught us a large object's length: its head and first slice are
+    /// stored, the rest is fetched slice by slice.
+    Sliced(Arc<Meta>),
     /// The origin said 304: the stored entry's head was refreshed.
     Refreshed(Arc<Meta>),
     /// Not storable: only the request that started the flight has the body.
@@ -122,6 +133,7 @@ impl Cache {
                 flights: Mutex::default(),
                 passes,
                 pass_seq: Default::default(),
+                slice_flights: Default::default(),
                 counters,
             }),
         }
@@ -149,29 +161,32 @@ impl Cache {
         // pass finds no entry and fetches. Two passes always suffice.
         for _ in 0..2 {
             let found = inner.find(&primary, lookup.headers);
-            if lookup.headers.contains_key(header::RANGE) {
-                // Ranges are answered from fresh full entries; otherwise the origin answers
-                // them and nothing is stored (sliced range caching is its own layer).
-                if let Some((_, meta)) = &found
-                    && let Freshness::Fresh { ttl } = inner.freshness(lookup.headers, meta)
-                {
-                    match inner
-                        .serve_stored(lookup, meta.clone(), Outcome::Hit, Some(ttl))
-                        .await
-                    {
-                        Some(served) => return served,
-                        None => continue,
-                    }
-                }
-                return inner.pass(origin_req, upstream, "range").await;
-            }
             let Some((variant, meta)) = found else {
-                return inner.miss(lookup, &primary, origin_req, upstream).await;
+                if lookup.headers.contains_key(header::RANGE) {
+                    // A range of an unknown object: ask the origin for the slice it starts
+                    // in, which also tells the object's length. Suffix and multi-range
+                    // requests of unknown objects go to the origin as they are.
+                    return match inner.discovery_slice(lookup.headers) {
+                        Some(index) => {
+                            inner
+                                .miss(lookup, &primary, origin_req, upstream, Some(index))
+                                .await
+                        }
+                        None => inner.pass(origin_req, upstream, "range").await,
+                    };
+                }
+                return inner
+                    .miss(lookup, &primary, origin_req, upstream, None)
+                    .await;
+            };
+            let origin = OriginTemplate {
+                parts: origin_req.clone(),
+                upstream: upstream.clone(),
             };
             let served = match inner.freshness(lookup.headers, &meta) {
                 Freshness::Fresh { ttl } => {
                     inner
-                        .serve_stored(lookup, meta, Outcome::Hit, Some(ttl))
+                        .serve_stored(lookup, meta, Outcome::Hit, Some(ttl), &origin)
                         .await
                 }
                 Freshness::Stale {
@@ -180,7 +195,7 @@ impl Cache {
                     ..
                 } => {
                     let served = inner
-                        .serve_stored(lookup, meta.clone(), Outcome::StaleHit, None)
+                        .serve_stored(lookup, meta.clone(), Outcome::StaleHit, None, &origin)
                         .await;
                     served.map(|mut served| {
                         inner.revalidate_in_background(&variant, &origin_req, &upstream, meta);
@@ -199,6 +214,7 @@ impl Cache {
                         key: variant,
                         stale: Some(meta),
                         outcome,
+                        discover: None,
                     };
                     return inner
                         .clone()
@@ -221,11 +237,26 @@ impl Cache {
     }
 }
 
+/// What a 206 answer to a range miss turned into.
+enum Discovery {
+    Landed(Landed),
+    Whole(Body),
+}
+
+impl Discovery {
+    /// Not usable for the cache: every waiter asks for its own range.
+    fn pass(status: StatusCode) -> Self {
+        Self::Landed(Landed::Pass { status })
+    }
+}
+
 /// Which flight a request joins and why.
 struct FlightSpec {
     key: String,
     stale: Option<Arc<Meta>>,
     outcome: Outcome,
+    /// A range miss: fetch this slice (which also tells the object's length).
+    discover: Option<u64>,
 }
 
 impl Inner {
@@ -237,6 +268,7 @@ impl Inner {
         primary: &str,
         origin_req: http::request::Parts,
         upstream: Arc<dyn Upstream>,
+        discover: Option<u64>,
     ) -> Served {
         let vary_miss = !self.store.variants(primary).is_empty();
         let outcome = if vary_miss {
@@ -268,6 +300,7 @@ impl Inner {
             key,
             stale: None,
             outcome,
+            discover,
         };
         let mut served = self
             .clone()
@@ -322,8 +355,14 @@ impl Inner {
             key,
             stale,
             outcome,
+            discover,
         } = flight;
-        let (mut landed, leader) = self.join_or_start(&key, &origin_req, &upstream, stale.clone());
+        let (mut landed, leader) =
+            self.join_or_start(&key, &origin_req, &upstream, stale.clone(), discover);
+        let origin = OriginTemplate {
+            parts: origin_req.clone(),
+            upstream: upstream.clone(),
+        };
         let collapsed = leader.is_none();
         if collapsed {
             self.counters.coalesced_waits.inc();
@@ -349,12 +388,28 @@ impl Inner {
                         key: own,
                         stale: None,
                         outcome: Outcome::VaryMiss,
+                        discover: None,
                     };
                     return Box::pin(self.fetch(lookup, flight, origin_req, upstream)).await;
                 }
-                let mut served = self.serve_fill(lookup, &fill, &head);
+                let mut served = self.serve_fill(lookup, &fill, &head, &origin).await;
                 served.status.stored = true;
                 served.status.fwd_status = Some(head.status());
+                served
+            }
+            Landed::Sliced(object) => {
+                let ttl = match self.freshness(lookup.headers, &object) {
+                    Freshness::Fresh { ttl } => Some(ttl),
+                    Freshness::Stale { .. } => None,
+                };
+                let Some(mut served) = self
+                    .serve_stored(lookup, object, outcome, ttl, &origin)
+                    .await
+                else {
+                    return self.pass(origin_req, upstream, "range").await;
+                };
+                served.status.stored = true;
+                served.status.fwd_status = Some(StatusCode::PARTIAL_CONTENT);
                 served
             }
             Landed::Refreshed(meta) => {
@@ -362,7 +417,8 @@ impl Inner {
                     Freshness::Fresh { ttl } => Some(ttl),
                     Freshness::Stale { .. } => None,
                 };
-                let Some(mut served) = self.serve_stored(lookup, meta, outcome, ttl).await else {
+                let Some(mut served) = self.serve_stored(lookup, meta, outcome, ttl, &origin).await
+                else {
                     return self.pass(origin_req, upstream, "corrupt-entry").await;
                 };
                 served.status.fwd_status = Some(StatusCode::NOT_MODIFIED);
@@ -374,7 +430,7 @@ impl Inner {
                     None => None,
                 };
                 if status.is_server_error()
-                    && let Some(served) = self.stale_if_error(lookup, &stale, status).await
+                    && let Some(served) = self.stale_if_error(lookup, &stale, status, &origin).await
                 {
                     return served;
                 }
@@ -387,11 +443,18 @@ impl Inner {
                         },
                     },
                     // Waiters of a non-storable response each ask the origin themselves.
-                    None => return self.pass(origin_req, upstream, "collapsed-pass").await,
+                    None => {
+                        let detail = if discover.is_some() {
+                            "range"
+                        } else {
+                            "collapsed-pass"
+                        };
+                        return self.pass(origin_req, upstream, detail).await;
+                    }
                 }
             }
             Landed::Failed { status, message } => {
-                if let Some(served) = self.stale_if_error(lookup, &stale, status).await {
+                if let Some(served) = self.stale_if_error(lookup, &stale, status, &origin).await {
                     return served;
                 }
                 error_response(status, &message)
@@ -411,6 +474,7 @@ impl Inner {
         origin_req: &http::request::Parts,
         upstream: &Arc<dyn Upstream>,
         stale: Option<Arc<Meta>>,
+        discover: Option<u64>,
     ) -> (
         tokio::sync::watch::Receiver<Option<Landed>>,
         Option<tokio::sync::oneshot::Receiver<Response<Body>>>,
@@ -423,14 +487,22 @@ impl Inner {
         let (pass_tx, pass_rx) = tokio::sync::oneshot::channel();
         flights.insert(key.to_owned(), Arc::new(Flight { landed: rx.clone() }));
         drop(flights);
-        let req = fill_request(origin_req, stale.as_deref());
+        let mut req = fill_request(origin_req, stale.as_deref());
+        if let Some(index) = discover {
+            let size = self.limits.slice_size as u64;
+            let value = format!("bytes={}-{}", index * size, (index + 1) * size - 1);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                req.headers_mut().insert(header::RANGE, v);
+            }
+        }
         let this = self.clone();
         let key = key.to_owned();
         let upstream = upstream.clone();
         // Spawned so that the fetch outlives the request that started it (a client abort must
         // not strand the requests waiting on this flight).
         tokio::spawn(async move {
-            this.fly(&key, req, upstream, stale, tx, pass_tx).await;
+            this.fly(&key, req, upstream, stale, discover, tx, pass_tx)
+                .await;
             this.flights
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -441,12 +513,14 @@ impl Inner {
 
     /// The flight itself: one origin request, its outcome published to every waiter, and a
     /// fill run to completion when the response is storable.
+    #[allow(clippy::too_many_arguments)] // the flight's inputs and its two output channels
     async fn fly(
         self: &Arc<Self>,
         key: &str,
         req: Request<Body>,
         upstream: Arc<dyn Upstream>,
         stale: Option<Arc<Meta>>,
+        discover: Option<u64>,
         landed: tokio::sync::watch::Sender<Option<Landed>>,
         pass_tx: tokio::sync::oneshot::Sender<Response<Body>>,
     ) {
@@ -481,6 +555,23 @@ impl Inner {
             return;
         }
         let primary = key::primary_of(key).to_owned();
+        let mut body = body::boxed(body);
+        if let Some(index) = discover
+            && parts.status == StatusCode::PARTIAL_CONTENT
+        {
+            let times = (request_time, response_time);
+            match self
+                .discovered(&primary, index, &req_headers, &mut parts, body, times)
+                .await
+            {
+                Discovery::Landed(result) => {
+                    let _ = landed.send(Some(result));
+                    return;
+                }
+                // The whole object fitted in the slice: store it like any response.
+                Discovery::Whole(whole) => body = whole,
+            }
+        }
         let verdict = storable(&method, &req_headers, parts.status, &parts.headers)
             .and_then(|()| self.within_size(&parts.headers));
         match verdict {
@@ -493,6 +584,8 @@ impl Inner {
                     _ => key::variant(&primary, ""),
                 };
                 let announced = content_length(&parts.headers);
+                let sliced = announced.is_some_and(|n| n > self.limits.slice_size as u64)
+                    && slices::has_validator(&parts.headers);
                 let head = Meta {
                     format: FORMAT_VERSION,
                     key: variant,
@@ -503,10 +596,11 @@ impl Inner {
                     body_len: announced.unwrap_or(0),
                     chunks: Vec::new(),
                     vary: Vec::new(),
+                    sliced: sliced.then_some(self.limits.slice_size as u64),
                 };
                 let fill = Fill::new(self.store.clone());
                 let limits = FillLimits {
-                    chunk_size: self.limits.chunk_size,
+                    chunk_size: self.limits.slice_size,
                     max_object_size: self.limits.max_object_size,
                     keep_hot: announced.is_some_and(|n| n <= self.limits.memory_object_max),
                 };
@@ -515,7 +609,6 @@ impl Inner {
                     fill: fill.clone(),
                     head: head.clone(),
                 }));
-                let body = body::boxed(body);
                 if let Err(e) = fill.run(body, announced, (*head).clone(), limits).await {
                     self.counters.fills_failed.inc();
                     tracing::warn!(key = %key.replace('\0', " "), error = %e, "cache fill failed; nothing stored");
@@ -529,8 +622,84 @@ impl Inner {
                 let _ = landed.send(Some(Landed::Pass {
                     status: parts.status,
                 }));
-                let _ = pass_tx.send(Response::from_parts(parts, body::boxed(body)));
+                let _ = pass_tx.send(Response::from_parts(parts, body));
             }
+        }
+    }
+
+    /// A range miss was answered with 206: learn the object's length from Content-Range and
+    /// store it sliced, or, when the slice held the whole object, hand it back as a 200.
+    async fn discovered(
+        &self,
+        primary: &str,
+        index: u64,
+        req_headers: &HeaderMap,
+        parts: &mut http::response::Parts,
+        body: Body,
+        times: (SystemTime, SystemTime),
+    ) -> Discovery {
+        let size = self.limits.slice_size as u64;
+        let parsed = parts
+            .headers
+            .get(header::CONTENT_RANGE)
+            .and_then(range::parse_content_range);
+        let Some((span, Some(total))) = parsed else {
+            return Discovery::pass(parts.status);
+        };
+        if span != range::slice_range(index, size, total) {
+            return Discovery::pass(parts.status);
+        }
+        if index == 0 && total <= size {
+            parts.status = StatusCode::OK;
+            parts.headers.remove(header::CONTENT_RANGE);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            return Discovery::Whole(body);
+        }
+        let as_whole = storable(&Method::GET, req_headers, StatusCode::OK, &parts.headers);
+        if as_whole.is_err()
+            || !slices::has_validator(&parts.headers)
+            || total > self.limits.max_object_size
+        {
+            return Discovery::pass(parts.status);
+        }
+        let variant = match policy::vary(&parts.headers) {
+            Vary::Fields(fields) => key::variant(primary, &policy::vary_key(&fields, req_headers)),
+            _ => key::variant(primary, ""),
+        };
+        match self
+            .begin_sliced(variant, parts, total, index, body, times)
+            .await
+        {
+            Ok(object) => Discovery::Landed(Landed::Sliced(object)),
+            Err(e) => Discovery::Landed(Landed::Failed {
+                status: StatusCode::BAD_GATEWAY,
+                message: e.to_string().into(),
+            }),
+        }
+    }
+
+    /// The slice a range miss starts in, when the range is a single `a-b` or `a-`.
+    fn discovery_slice(&self, headers: &HeaderMap) -> Option<u64> {
+        let value = headers.get(header::RANGE)?;
+        let spec = value.to_str().ok()?.trim();
+        let spec = spec
+            .get(6..)
+            .filter(|_| spec[..6].eq_ignore_ascii_case("bytes="))?;
+        if spec.contains(',') || spec.trim_start().starts_with('-') {
+            return None;
+        }
+        match range::evaluate(Some(value), u64::MAX, self.range_limits()) {
+            RangeAnswer::Single(r) => Some(r.start / self.limits.slice_size as u64),
+            _ => None,
+        }
+    }
+
+    fn range_limits(&self) -> range::RangeLimits {
+        range::RangeLimits {
+            max_ranges: self.limits.max_ranges,
+            ..range::RangeLimits::default()
         }
     }
 
@@ -578,7 +747,7 @@ impl Inner {
         stale: Arc<Meta>,
     ) {
         // Starting (or joining) the flight is enough: it runs to completion on its own.
-        let _ = self.join_or_start(key, origin_req, upstream, Some(stale));
+        let _ = self.join_or_start(key, origin_req, upstream, Some(stale), None);
     }
 
     /// Serves a stale entry because the origin failed, when stale-if-error allows it.
@@ -587,6 +756,7 @@ impl Inner {
         lookup: &Lookup<'_>,
         stale: &Option<Arc<Meta>>,
         status: StatusCode,
+        origin: &OriginTemplate,
     ) -> Option<Served> {
         let meta = stale.clone()?;
         let allowed = matches!(
@@ -601,7 +771,7 @@ impl Inner {
             Freshness::Fresh { .. } => Duration::ZERO,
         };
         let mut served = self
-            .serve_stored(lookup, meta, Outcome::Stale, None)
+            .serve_stored(lookup, meta, Outcome::Stale, None, origin)
             .await?;
         served.status.fwd_status = Some(status);
         served.status.ttl = Some(-(staleness.as_secs() as i64));
@@ -644,14 +814,16 @@ impl Inner {
     }
 
     /// Answers from a stored entry: a 304 when the client's conditional matches, else the
-    /// body read chunk by chunk with every chunk verified. The first chunk is read before the
-    /// head is sent, so a corrupt small entry becomes a miss instead of a broken response.
+    /// whole body or the requested ranges of it. The first piece of every part is read (and
+    /// verified, or fetched for a sliced object) before the head is sent, so a corrupt entry
+    /// or a changed origin object becomes a miss (`None`) instead of a broken response.
     async fn serve_stored(
         self: &Arc<Self>,
         lookup: &Lookup<'_>,
         meta: Arc<Meta>,
         outcome: Outcome,
         ttl: Option<Duration>,
+        origin: &OriginTemplate,
     ) -> Option<Served> {
         let mut status = CacheStatus {
             outcome: Some(outcome),
@@ -672,32 +844,34 @@ impl Inner {
             let response = not_modified(&stored_headers, age);
             return Some(Served { response, status });
         }
-        let keep_hot = meta.body_len <= self.limits.memory_object_max;
-        let body = if *lookup.method == Method::HEAD || meta.chunks.is_empty() {
-            body::empty()
-        } else {
-            let first = match self.store.read_chunk(&meta.chunks[0], keep_hot).await {
-                Ok(first) => first,
-                Err(e) => {
-                    tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed");
-                    self.store
-                        .drop_corrupt(&meta.key, &meta.chunks[0].sri)
-                        .await;
-                    return None;
-                }
-            };
-            chunk_body(self.store.clone(), meta.clone(), first, keep_hot)
+        let answer = self.range_answer(lookup, &stored_headers, meta.status(), meta.body_len);
+        let source = match self.active_fill(&meta.key) {
+            Some(fill) if meta.sliced.is_some() => Source::Fill(fill),
+            _ => Source::Stored(meta.clone()),
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = meta.status();
-        *response.headers_mut() = stored_headers;
+        let mut response = self
+            .respond(
+                lookup,
+                &source,
+                stored_headers,
+                meta.status(),
+                meta.body_len,
+                answer,
+                origin,
+            )
+            .await?;
         set_age(response.headers_mut(), age);
-        set_length(response.headers_mut(), meta.body_len);
         Some(Served { response, status })
     }
 
     /// Answers from a fill under way.
-    fn serve_fill(self: &Arc<Self>, lookup: &Lookup<'_>, fill: &Arc<Fill>, head: &Meta) -> Served {
+    async fn serve_fill(
+        self: &Arc<Self>,
+        lookup: &Lookup<'_>,
+        fill: &Arc<Fill>,
+        head: &Meta,
+        origin: &OriginTemplate,
+    ) -> Served {
         let headers = head.header_map();
         let (lifetime, _) =
             policy::freshness_lifetime(head.status(), &headers, head.response_time(), &self.policy);
@@ -719,17 +893,209 @@ impl Inner {
                 status,
             };
         }
-        let body = if *lookup.method == Method::HEAD {
-            body::empty()
-        } else {
-            fill.reader()
+        // Without a Content-Length the length is unknown until the end: ranges wait for none.
+        let length = content_length(&headers);
+        let answer = match length {
+            Some(len) => self.range_answer(lookup, &headers, head.status(), len),
+            None => RangeAnswer::Full,
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = head.status();
-        *response.headers_mut() = headers;
+        let source = Source::Fill(fill.clone());
+        let len = length.unwrap_or(u64::MAX);
+        let response = self
+            .respond(lookup, &source, headers, head.status(), len, answer, origin)
+            .await;
+        let Some(mut response) = response else {
+            return error_response(StatusCode::BAD_GATEWAY, "cache fill unavailable");
+        };
+        if length.is_none() {
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        }
         set_age(response.headers_mut(), age);
         Served { response, status }
     }
+
+    /// What the request's Range asks of a representation (Full for HEAD, non-200, If-Range
+    /// mismatches and invalid or abusive ranges).
+    fn range_answer(
+        &self,
+        lookup: &Lookup<'_>,
+        stored: &HeaderMap,
+        status: StatusCode,
+        len: u64,
+    ) -> RangeAnswer {
+        if status != StatusCode::OK {
+            return RangeAnswer::Full;
+        }
+        range::evaluate_request(
+            lookup.method,
+            lookup.headers,
+            stored,
+            len,
+            self.range_limits(),
+        )
+    }
+
+    /// Builds the response (200, 206 single or multipart, or 416) from a body source.
+    #[allow(clippy::too_many_arguments)]
+    async fn respond(
+        self: &Arc<Self>,
+        lookup: &Lookup<'_>,
+        source: &Source,
+        mut headers: HeaderMap,
+        status: StatusCode,
+        len: u64,
+        answer: RangeAnswer,
+        origin: &OriginTemplate,
+    ) -> Option<Response<Body>> {
+        let head_only = *lookup.method == Method::HEAD;
+        if status == StatusCode::OK {
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+        let (status, body, body_len) = match answer {
+            RangeAnswer::Full => {
+                let body = match head_only {
+                    true => body::empty(),
+                    false => {
+                        self.span(source, ByteRange { start: 0, end: len }, origin)
+                            .await?
+                    }
+                };
+                (status, body, len)
+            }
+            RangeAnswer::Single(r) => {
+                let body = match head_only {
+                    true => body::empty(),
+                    false => self.span(source, r, origin).await?,
+                };
+                if let Ok(v) = HeaderValue::from_str(&r.content_range(len)) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+                (StatusCode::PARTIAL_CONTENT, body, r.len())
+            }
+            RangeAnswer::Multi(ranges) => {
+                let content_type = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let seed = self
+                    .pass_seq
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    ^ meta::millis(SystemTime::now()).rotate_left(17);
+                let plan = range::Multipart::new(&ranges, len, content_type.as_deref(), seed);
+                let mut parts = Vec::new();
+                for (part_head, r) in &plan.parts {
+                    parts.push(body::full(part_head.clone()));
+                    parts.push(self.span(source, *r, origin).await?);
+                }
+                parts.push(body::full(plan.closing.clone()));
+                if let Ok(v) = HeaderValue::from_str(&plan.content_type()) {
+                    headers.insert(header::CONTENT_TYPE, v);
+                }
+                (StatusCode::PARTIAL_CONTENT, concat(parts), plan.body_len())
+            }
+            RangeAnswer::Unsatisfiable => {
+                let mut response = Response::new(body::empty());
+                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                let h = response.headers_mut();
+                if let Ok(v) = HeaderValue::from_str(&range::unsatisfied_range(len)) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+                for name in [header::ETAG, header::LAST_MODIFIED, header::DATE] {
+                    if let Some(v) = headers.get(&name) {
+                        h.insert(name, v.clone());
+                    }
+                }
+                h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                set_length(h, 0);
+                return Some(response);
+            }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        set_length(response.headers_mut(), body_len);
+        Some(response)
+    }
+
+    /// Bytes `span` of a body source. The first piece is read before returning, so a failure
+    /// there (corrupt chunk, changed origin object) is `None` and nothing has been sent.
+    async fn span(
+        self: &Arc<Self>,
+        source: &Source,
+        span: ByteRange,
+        origin: &OriginTemplate,
+    ) -> Option<Body> {
+        if span.start >= span.end {
+            return Some(body::empty());
+        }
+        match source {
+            Source::Fill(fill) => Some(fill.reader_range(span.start, span.end)),
+            Source::Stored(meta) if meta.sliced.is_some() => {
+                let size = meta.sliced.unwrap_or(1).max(1);
+                match self.slice(meta, span.start / size, origin).await {
+                    Ok(first) => Some(self.slice_body(meta.clone(), span, first, origin.clone())),
+                    Err(e) => {
+                        tracing::warn!(key = %meta.key.replace('\0', " "), error = %e, "sliced object unavailable");
+                        None
+                    }
+                }
+            }
+            Source::Stored(meta) => {
+                let keep_hot = meta.body_len <= self.limits.memory_object_max;
+                let (index, offset) = chunk_at(meta, span.start)?;
+                let chunk = &meta.chunks[index];
+                match self.store.read_chunk(chunk, keep_hot).await {
+                    Ok(first) => Some(chunk_body(
+                        self.store.clone(),
+                        meta.clone(),
+                        (index, offset, first),
+                        span,
+                        keep_hot,
+                    )),
+                    Err(e) => {
+                        tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed");
+                        self.store.drop_corrupt(&meta.key, &chunk.sri).await;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fill under way for a key, if its flight is filling.
+    fn active_fill(&self, key: &str) -> Option<Arc<Fill>> {
+        let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let landed = flights.get(key)?.landed.borrow().clone();
+        match landed {
+            Some(Landed::Fill { fill, .. }) => Some(fill),
+            _ => None,
+        }
+    }
+}
+
+/// Where a response's bytes come from.
+enum Source {
+    Stored(Arc<Meta>),
+    Fill(Arc<Fill>),
+}
+
+/// The chunk holding byte `offset` of a stored (unsliced) body, and the offset inside it.
+fn chunk_at(meta: &Meta, offset: u64) -> Option<(usize, u64)> {
+    let mut start = 0u64;
+    for (i, chunk) in meta.chunks.iter().enumerate() {
+        if offset < start + chunk.len {
+            return Some((i, offset - start));
+        }
+        start += chunk.len;
+    }
+    None
+}
+
+/// Bodies one after the other.
+fn concat(parts: Vec<Body>) -> Body {
+    let streams = parts.into_iter().map(http_body_util::BodyStream::new);
+    let stream = futures_util::stream::iter(streams).flatten();
+    body::boxed(http_body_util::StreamBody::new(stream))
 }
 
 /// RFC 9111 3 plus one rule of our own: a response that sets a cookie is stored only when the
@@ -781,29 +1147,53 @@ fn fill_request(parts: &http::request::Parts, stale: Option<&Meta>) -> Request<B
     req
 }
 
-/// A streaming body over an entry's chunks; `first` is already read.
-fn chunk_body(store: Arc<Store>, meta: Arc<Meta>, first: bytes::Bytes, keep_hot: bool) -> Body {
-    let state = (store, meta, 0usize, Some(first));
-    let stream = futures_util::stream::unfold(state, move |(store, meta, i, first)| async move {
-        if let Some(first) = first {
-            return Some((Ok(http_body::Frame::data(first)), (store, meta, 1, None)));
-        }
-        let chunk = meta.chunks.get(i)?.clone();
-        match store.read_chunk(&chunk, keep_hot).await {
-            Ok(bytes) => Some((
-                Ok(http_body::Frame::data(bytes)),
-                (store, meta, i + 1, None),
-            )),
-            Err(e) => {
-                // Bytes already sent cannot be taken back; the client sees a truncated response
-                // (the length does not match) and the entry is gone for the next request.
-                tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed mid-response");
-                store.drop_corrupt(&meta.key, &chunk.sri).await;
-                let end = meta.chunks.len();
-                Some((Err(Box::new(e) as body::BoxError), (store, meta, end, None)))
+/// A streaming body over bytes `span` of an entry's chunks; `first` is (index, offset in it,
+/// bytes) of the chunk the span starts in, already read.
+fn chunk_body(
+    store: Arc<Store>,
+    meta: Arc<Meta>,
+    first: (usize, u64, bytes::Bytes),
+    span: ByteRange,
+    keep_hot: bool,
+) -> Body {
+    let (index, offset, bytes) = first;
+    let chunk_start = span.start - offset;
+    let state = (store, meta, index, chunk_start, Some(bytes));
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(store, meta, i, start, first)| async move {
+            if start >= span.end {
+                return None;
             }
-        }
-    });
+            let chunk = meta.chunks.get(i)?.clone();
+            let bytes = match first {
+                Some(bytes) => bytes,
+                None => match store.read_chunk(&chunk, keep_hot).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        // Bytes already sent cannot be taken back; the client sees a truncated
+                        // response (the length does not match) and the entry is gone for the next
+                        // request.
+                        tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed mid-response");
+                        store.drop_corrupt(&meta.key, &chunk.sri).await;
+                        let end = span.end;
+                        return Some((
+                            Err(Box::new(e) as body::BoxError),
+                            (store, meta, i, end, None),
+                        ));
+                    }
+                },
+            };
+            let from = span.start.saturating_sub(start) as usize;
+            let to = ((span.end - start) as usize).min(bytes.len());
+            let part = bytes.slice(from.min(to)..to);
+            let next = start + chunk.len;
+            Some((
+                Ok(http_body::Frame::data(part)),
+                (store, meta, i + 1, next, None),
+            ))
+        },
+    );
     body::boxed(http_body_util::StreamBody::new(stream))
 }
 

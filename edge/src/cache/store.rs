@@ -124,8 +124,16 @@ impl Store {
         Some(slot.meta.clone())
     }
 
-    /// The variant keys stored under a primary key.
+    /// The variant keys stored under a primary key (whole responses and sliced objects, not
+    /// their slices).
     pub fn variants(&self, primary: &str) -> Vec<String> {
+        let mut keys = self.keys_of(primary);
+        keys.retain(|k| !key::is_slice(k));
+        keys
+    }
+
+    /// Every key stored under a primary key, slices included.
+    pub fn keys_of(&self, primary: &str) -> Vec<String> {
         self.lock()
             .variants
             .get(primary)
@@ -260,7 +268,7 @@ impl Store {
 
     /// Removes every variant stored under a primary key (RFC 9111 4.4 invalidation).
     pub async fn remove_primary(&self, primary: &str) -> usize {
-        let keys = self.variants(primary);
+        let keys = self.keys_of(primary);
         for key in &keys {
             self.remove(key).await;
         }
@@ -590,6 +598,7 @@ mod tests {
             body_len: parts.iter().map(|p| p.len() as u64).sum(),
             chunks,
             vary: Vec::new(),
+            sliced: None,
         };
         store.commit(meta).await.unwrap()
     }
