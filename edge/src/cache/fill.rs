@@ -30,6 +30,8 @@ pub enum FillError {
     Store(String),
     #[error("object grew past the {0}-byte maximum; not stored")]
     TooLarge(u64),
+    #[error("every reader left; the rest of the sliced object is fetched when asked for")]
+    Abandoned,
 }
 
 /// How a fill stores what it reads.
@@ -39,6 +41,9 @@ pub struct FillLimits {
     pub max_object_size: u64,
     /// Keep the chunks in the memory tier too (small objects).
     pub keep_hot: bool,
+    /// Stop pulling from the origin once every reader has left (a sliced object whose origin
+    /// serves ranges: the rest can be fetched by range when someone asks).
+    pub stop_when_unread: bool,
 }
 
 /// Shared state of one fill.
@@ -46,6 +51,10 @@ pub struct Fill {
     store: Arc<Store>,
     /// The sliced object this fill commits slices of, if it is one.
     slices: Mutex<Option<Arc<Meta>>>,
+    /// Readers streaming this fill now, and whether any ever did: a sliced fill stops pulling
+    /// from the origin when its last reader leaves (the slices stored so far stay).
+    readers: Arc<std::sync::atomic::AtomicUsize>,
+    had_readers: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     progress: watch::Sender<u64>,
 }
@@ -90,6 +99,8 @@ impl Fill {
         Arc::new(Self {
             store,
             slices: Mutex::default(),
+            readers: Arc::default(),
+            had_readers: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::default(),
             progress,
         })
@@ -177,6 +188,9 @@ impl Fill {
             self.push(data);
             while self.lock().pending_len >= limits.chunk_size {
                 self.flush(limits.chunk_size, limits.keep_hot).await?;
+                if limits.stop_when_unread && self.abandoned() {
+                    return Err(FillError::Abandoned);
+                }
             }
         }
         if let Some(announced) = announced.filter(|a| *a != total) {
@@ -190,6 +204,22 @@ impl Fill {
             self.flush(rest, limits.keep_hot).await?;
         }
         Ok(total)
+    }
+
+    /// A sliced fill whose readers have all gone: nobody asked for the rest.
+    fn abandoned(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sliced = self
+            .slices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        sliced && self.had_readers.load(Relaxed) && self.readers.load(Relaxed) == 0
+    }
+
+    /// False once the fill has failed: new readers must not start on it.
+    pub fn usable(&self) -> bool {
+        !matches!(self.lock().end, Some(Err(_)))
     }
 
     fn push(&self, data: Bytes) {
@@ -266,11 +296,15 @@ impl Fill {
 
     /// A body streaming bytes `start..end` of this fill as they arrive.
     pub fn reader_range(self: &Arc<Self>, start: u64, end: u64) -> Body {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.readers.fetch_add(1, Relaxed);
+        self.had_readers.store(true, Relaxed);
         let reader = Reader {
             fill: self.clone(),
             pos: start,
             end,
             rx: self.progress.subscribe(),
+            _count: ReaderCount(self.readers.clone()),
         };
         let stream = futures_util::stream::unfold(reader, |mut r| async move {
             r.next()
@@ -350,6 +384,16 @@ struct Reader {
     pos: u64,
     end: u64,
     rx: watch::Receiver<u64>,
+    _count: ReaderCount,
+}
+
+/// Counts a reader out when its body is dropped (finished or abandoned by the client).
+struct ReaderCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ReaderCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Reader {
@@ -410,6 +454,7 @@ mod tests {
             chunk_size: 4096,
             max_object_size: 1 << 30,
             keep_hot: false,
+            stop_when_unread: false,
         }
     }
 

@@ -26,7 +26,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 
-use self::fill::{Fill, FillLimits};
+use self::fill::{Fill, FillError, FillLimits};
 use self::meta::{FORMAT_VERSION, Meta};
 use self::policy::{Conditional, Freshness, NotStorable, PolicyConfig, Vary};
 use self::range::{ByteRange, RangeAnswer};
@@ -603,13 +603,19 @@ impl Inner {
                     chunk_size: self.limits.slice_size,
                     max_object_size: self.limits.max_object_size,
                     keep_hot: announced.is_some_and(|n| n <= self.limits.memory_object_max),
+                    // Only an origin that says it serves ranges can give us the rest later;
+                    // otherwise reading on is cheaper than a second full response.
+                    stop_when_unread: sliced && accepts_ranges(&parts.headers),
                 };
                 let head = Arc::new(head);
                 let _ = landed.send(Some(Landed::Fill {
                     fill: fill.clone(),
                     head: head.clone(),
                 }));
-                if let Err(e) = fill.run(body, announced, (*head).clone(), limits).await {
+                let result = fill.run(body, announced, (*head).clone(), limits).await;
+                if let Err(FillError::Abandoned) = result {
+                    tracing::debug!(key = %key.replace('\0', " "), "fill of a sliced object stopped: no reader left");
+                } else if let Err(e) = result {
                     self.counters.fills_failed.inc();
                     tracing::warn!(key = %key.replace('\0', " "), error = %e, "cache fill failed; nothing stored");
                 }
@@ -1067,7 +1073,7 @@ impl Inner {
         let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         let landed = flights.get(key)?.landed.borrow().clone();
         match landed {
-            Some(Landed::Fill { fill, .. }) => Some(fill),
+            Some(Landed::Fill { fill, .. }) if fill.usable() => Some(fill),
             _ => None,
         }
     }
@@ -1089,6 +1095,14 @@ fn chunk_at(meta: &Meta, offset: u64) -> Option<(usize, u64)> {
         start += chunk.len;
     }
     None
+}
+
+fn accepts_ranges(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_RANGES)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|u| u.trim().eq_ignore_ascii_case("bytes")))
 }
 
 /// Bodies one after the other.

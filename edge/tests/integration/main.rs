@@ -9,5 +9,7 @@ mod browser;
 mod caching;
 mod coalescing;
 mod h3;
+mod media;
 mod process;
+mod ranges;
 mod robustness;

@@ -241,7 +241,26 @@ impl Client {
         url: &str,
         mut f: impl FnMut(&[u8]),
     ) -> Result<(http::response::Parts, u64), String> {
-        let req = Request::get(url)
+        self.get_streaming_with(url, &[], |d| {
+            f(d);
+            true
+        })
+        .await
+    }
+
+    /// Like [`Client::get_streaming`] with request headers; `f` returning false stops
+    /// reading and drops the response (a client that leaves mid-body).
+    pub async fn get_streaming_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(http::response::Parts, u64), String> {
+        let mut req = Request::get(url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
             .body(Full::default())
             .map_err(|e| format!("GET {url}: {e}"))?;
         let (parts, mut body) = self.exchange(req).await?;
@@ -249,8 +268,10 @@ impl Client {
         loop {
             match body.chunk().await {
                 Ok(Some(data)) => {
-                    f(&data);
                     total += data.len() as u64;
+                    if !f(&data) {
+                        break;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => return Err(format!("GET {url}: body error after {total} bytes: {e}")),
