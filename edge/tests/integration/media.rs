@@ -1,0 +1,1 @@
+//! Real media clients (ffmpeg, ffprobe) seeking through the edge.
