@@ -28,6 +28,11 @@ pub fn is_slice(key: &str) -> bool {
     key.contains('\u{1}')
 }
 
+/// The object key a slice key belongs to; `None` for other keys.
+pub fn object_of_slice(key: &str) -> Option<&str> {
+    key.split_once('\u{1}').map(|(object, _)| object)
+}
+
 /// The primary part of a variant key.
 pub fn primary_of(variant: &str) -> &str {
     variant.split('\0').next().unwrap_or(variant)
@@ -47,5 +52,7 @@ mod tests {
         let s = slice(&v, 7);
         assert!(is_slice(&s) && !is_slice(&v));
         assert_eq!(primary_of(&s), p);
+        assert_eq!(object_of_slice(&s), Some(v.as_str()));
+        assert_eq!(object_of_slice(&v), None);
     }
 }

@@ -69,6 +69,8 @@ struct Index {
     chunks: HashMap<Integrity, ChunkUse>,
     /// Primary key -> variant keys stored for it.
     variants: HashMap<String, HashSet<String>>,
+    /// Object key -> its slice keys (kept apart so a lookup never walks a file's slices).
+    slices: HashMap<String, HashSet<String>>,
     disk_bytes: u64,
     evictions: u64,
 }
@@ -127,18 +129,22 @@ impl Store {
     /// The variant keys stored under a primary key (whole responses and sliced objects, not
     /// their slices).
     pub fn variants(&self, primary: &str) -> Vec<String> {
-        let mut keys = self.keys_of(primary);
-        keys.retain(|k| !key::is_slice(k));
-        keys
-    }
-
-    /// Every key stored under a primary key, slices included.
-    pub fn keys_of(&self, primary: &str) -> Vec<String> {
         self.lock()
             .variants
             .get(primary)
             .map(|v| v.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Every key stored under a primary key, slices included.
+    pub fn keys_of(&self, primary: &str) -> Vec<String> {
+        let index = self.lock();
+        let mut keys = Vec::new();
+        for variant in index.variants.get(primary).into_iter().flatten() {
+            keys.push(variant.clone());
+            keys.extend(index.slices.get(variant).into_iter().flatten().cloned());
+        }
+        keys
     }
 
     /// Reads one chunk, from memory or from disk with its hash checked. `keep_hot` puts a
@@ -386,10 +392,8 @@ impl Index {
         let old = self.remove(&key);
         self.tick += 1;
         self.lru.insert(self.tick, key.clone());
-        self.variants
-            .entry(key::primary_of(&key).to_owned())
-            .or_default()
-            .insert(key.clone());
+        let (groups, group) = self.group_of(&key);
+        groups.entry(group).or_default().insert(key.clone());
         self.entries.insert(
             key,
             Slot {
@@ -404,14 +408,22 @@ impl Index {
     fn remove(&mut self, key: &str) -> Option<Slot> {
         let slot = self.entries.remove(key)?;
         self.lru.remove(&slot.tick);
-        let primary = key::primary_of(key);
-        if let Some(set) = self.variants.get_mut(primary) {
+        let (groups, group) = self.group_of(key);
+        if let Some(set) = groups.get_mut(&group) {
             set.remove(key);
             if set.is_empty() {
-                self.variants.remove(primary);
+                groups.remove(&group);
             }
         }
         Some(slot)
+    }
+
+    /// Where a key is listed: slices under their object, everything else under its primary.
+    fn group_of(&mut self, key: &str) -> (&mut HashMap<String, HashSet<String>>, String) {
+        match key::object_of_slice(key) {
+            Some(object) => (&mut self.slices, object.to_owned()),
+            None => (&mut self.variants, key::primary_of(key).to_owned()),
+        }
     }
 
     /// Drops a slot's references; returns chunks that are now unreferenced.
