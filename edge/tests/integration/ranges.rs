@@ -326,3 +326,44 @@ async fn a_client_that_leaves_stops_the_slice_fetching() {
     assert_eq!(origin.hits("/movie"), hits);
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_fetches_the_next_slices_when_enabled() {
+    let origin = TestOrigin::start().await;
+    origin.route("/seq", ranged(16 * SLICE, "\"s1\""));
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.cache.slice_size = ByteSize::b(SLICE);
+        c.cache.slice_read_ahead = 2;
+    })
+    .await;
+    let c = edge.client(Proto::H1);
+    let url = edge.url(Proto::H1, "/seq");
+    // Slice 1 is discovered; reading it starts slices 2 and 3 in the background.
+    let r = c.get_with(&url, &[("range", "bytes=70000-70099")]).await;
+    assert_pattern(&r, 70_000);
+    for _ in 0..50 {
+        if origin.hits("/seq") >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ranges = origin_ranges(&origin, "/seq");
+    ranges.sort();
+    assert_eq!(
+        ranges,
+        [
+            "bytes=131072-196607",
+            "bytes=196608-262143",
+            "bytes=65536-131071"
+        ]
+    );
+    let r = c.get_with(&url, &[("range", "bytes=131072-262143")]).await;
+    assert_pattern(&r, 131_072);
+    // Slices 2 and 3 came from the cache (read-ahead moves on to 4 and 5 meanwhile).
+    let ranges = origin_ranges(&origin, "/seq");
+    for slice in ["bytes=131072-196607", "bytes=196608-262143"] {
+        let fetched = ranges.iter().filter(|r| *r == slice).count();
+        assert_eq!(fetched, 1, "{slice} fetched once: {ranges:?}");
+    }
+    edge.stop().await;
+}
