@@ -132,7 +132,7 @@ impl OriginClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(ca) = &config.ca_file {
-            for cert in load_ca_file(ca)? {
+            for cert in shared::tls::load_certificates(ca)? {
                 // A bad extra anchor is the operator's to fix; the error names the file.
                 roots.add(cert).map_err(shared::tls::TlsError::Rustls)?;
             }
@@ -206,22 +206,6 @@ impl OriginClient {
             .await
             .expect("origin semaphore is never closed")
     }
-}
-
-fn load_ca_file(
-    path: &std::path::Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, shared::tls::TlsError> {
-    use rustls::pki_types::pem::PemObject as _;
-    let pem = std::fs::read(path).map_err(|source| shared::tls::TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| shared::tls::TlsError::Pem {
-            path: path.to_owned(),
-            what: e.to_string(),
-        })
 }
 
 fn classify(err: hyper_util::client::legacy::Error) -> OriginError {

@@ -1,5 +1,6 @@
 //! What the quicdn binaries (`edge`, `geodns`, `testnet`) share.
 //!
+//! - [`admin`]: the loopback admin listener (`/metrics`, `/health`).
 //! - [`config`]: read a TOML file into a binary's config type with errors that name the file and
 //!   the field.
 //! - [`tls`]: certificates and keys from PEM files, a generated development certificate, rustls
@@ -8,6 +9,7 @@
 //!
 //! It deliberately holds no HTTP or DNS logic: that lives in the crate that serves it.
 
+pub mod admin;
 pub mod config;
 pub mod telemetry;
 pub mod tls;

@@ -98,6 +98,14 @@ impl TlsMaterial {
     }
 }
 
+/// Loads every certificate of a PEM file (a CA bundle).
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))
+}
+
 /// A self-signed development certificate kept in a directory so that its SPKI hash stays the
 /// same across restarts.
 #[derive(Debug, Clone)]

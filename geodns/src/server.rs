@@ -1,0 +1,620 @@
+//! The query path and the process around it: hickory-server on UDP and TCP, the answer
+//! function, health checking, reloads and the admin listener.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::sync::{Mutex, watch};
+
+use crate::config::GeoDnsConfig;
+use crate::geo::GeoDb;
+use crate::health::{Checker, Health, HealthSnapshot};
+use crate::metrics::{Metrics, QueryLabels};
+use crate::select::{self, Candidate};
+use crate::zone::{Answer, GeoTarget, Zones};
+
+/// Everything a query needs, swapped whole on reload.
+pub struct State {
+    pub config: GeoDnsConfig,
+    zones: Zones,
+    geo: GeoDb,
+    default_order: Vec<usize>,
+}
+
+impl State {
+    /// Builds zones and opens the databases; any error leaves the caller's state in use.
+    pub fn build(config: GeoDnsConfig) -> anyhow::Result<Self> {
+        config.validate()?;
+        let zones = Zones::new(&config.zones)?;
+        let geo = GeoDb::open(&config.geoip.databases)?;
+        for line in geo.describe() {
+            tracing::info!(database = %line, "MaxMind database loaded");
+        }
+        let index: HashMap<&str, usize> = config
+            .pops
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let default_order = config
+            .default_order
+            .iter()
+            .filter_map(|n| index.get(n.as_str()).copied())
+            .collect();
+        Ok(Self {
+            config,
+            zones,
+            geo,
+            default_order,
+        })
+    }
+}
+
+/// Where an answer's client location came from, for the ECS scope.
+struct Chosen {
+    addrs: Vec<IpAddr>,
+    first_pop: Option<String>,
+    /// Prefix length the answer is valid for (RFC 7871 SCOPE PREFIX-LENGTH).
+    scope: Option<u8>,
+}
+
+/// hickory's request handler: one answer function for UDP and TCP.
+pub struct Handler {
+    state: Arc<ArcSwap<State>>,
+    health: Health,
+    metrics: Arc<Metrics>,
+    /// Last time (unix seconds) a fail-open answer was logged, so a POP outage does not log
+    /// once per query.
+    failed_open_logged: AtomicU64,
+}
+
+impl Handler {
+    fn choose(
+        &self,
+        state: &State,
+        target: &GeoTarget,
+        rtype: RecordType,
+        client: IpAddr,
+    ) -> Chosen {
+        let health = self.health.load();
+        let pops = &state.config.pops;
+        let allowed = |name: &str| target.pops.is_empty() || target.pops.iter().any(|p| p == name);
+        if let Some(name) = state.config.override_for(client)
+            && allowed(name)
+            && health.is_healthy(name)
+            && let Some(pop) = pops.iter().find(|p| p.name == name)
+        {
+            let scope = state
+                .config
+                .overrides
+                .iter()
+                .filter(|o| o.cidr.contains(&client))
+                .map(|o| o.cidr.prefix_len())
+                .max();
+            return Chosen {
+                addrs: addresses(pop, rtype),
+                first_pop: Some(pop.name.clone()),
+                scope,
+            };
+        }
+        let location = state.geo.lookup(client);
+        let candidates: Vec<Candidate> = pops
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| allowed(&p.name))
+            .map(|(index, p)| Candidate {
+                index,
+                lat: p.latitude,
+                lon: p.longitude,
+                weight: p.weight,
+                healthy: health.is_healthy(&p.name),
+            })
+            .collect();
+        let from = location.as_ref().and_then(|l| l.coords);
+        let selection = select::nearest(&candidates, from, target.answers, &state.default_order);
+        if selection.failed_open {
+            self.metrics.failed_open.inc();
+            self.log_failed_open(&target.name.to_string());
+        }
+        let addrs = selection
+            .indices
+            .iter()
+            .flat_map(|&i| addresses(&pops[i], rtype))
+            .collect();
+        Chosen {
+            addrs,
+            first_pop: selection.indices.first().map(|&i| pops[i].name.clone()),
+            scope: location.map(|l| l.prefix_len),
+        }
+    }
+
+    fn log_failed_open(&self, name: &str) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = self.failed_open_logged.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self
+                .failed_open_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(%name, "no POP is healthy: answering with all of them (fail open)");
+        }
+    }
+}
+
+fn addresses(pop: &crate::config::PopConfig, rtype: RecordType) -> Vec<IpAddr> {
+    match rtype {
+        RecordType::A => pop.ipv4.iter().map(|a| IpAddr::V4(*a)).collect(),
+        RecordType::AAAA => pop.ipv6.iter().map(|a| IpAddr::V6(*a)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The client address to locate, from EDNS Client Subnet or the resolver's own address.
+enum Client {
+    Subnet(ClientSubnet),
+    Resolver(IpAddr),
+    /// An ECS option whose prefix is longer than its address family allows (RFC 7871 7.1.2).
+    Invalid,
+}
+
+fn client_of(request: &Request) -> Client {
+    let subnet = request
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Subnet))
+        .and_then(|o| match o {
+            EdnsOption::Subnet(cs) => Some(*cs),
+            _ => None,
+        });
+    let resolver = request.src().ip();
+    match subnet {
+        Some(cs) => {
+            let max = if cs.addr().is_ipv4() { 32 } else { 128 };
+            if cs.source_prefix() > max || cs.scope_prefix() != 0 {
+                Client::Invalid
+            } else if cs.source_prefix() == 0 {
+                // The resolver asks us not to use any client address information.
+                Client::Resolver(resolver)
+            } else {
+                Client::Subnet(cs)
+            }
+        }
+        None => Client::Resolver(resolver),
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let state = self.state.load();
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        let builder = MessageResponseBuilder::from_message_request(request);
+        let max_udp = state.config.listen.max_udp_payload;
+        let edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, max_udp));
+            e
+        });
+        let query = match request.request_info() {
+            Ok(info) if request.metadata.op_code == OpCode::Query => info.query.clone(),
+            Ok(_) => {
+                return self
+                    .error(
+                        request,
+                        builder,
+                        edns,
+                        ResponseCode::NotImp,
+                        response_handle,
+                    )
+                    .await;
+            }
+            Err(_) => {
+                return self
+                    .error(
+                        request,
+                        builder,
+                        edns,
+                        ResponseCode::FormErr,
+                        response_handle,
+                    )
+                    .await;
+            }
+        };
+        let client = client_of(request);
+        let locate = match &client {
+            Client::Invalid => {
+                return self
+                    .error(
+                        request,
+                        builder,
+                        edns,
+                        ResponseCode::FormErr,
+                        response_handle,
+                    )
+                    .await;
+            }
+            Client::Subnet(cs) => cs.addr(),
+            Client::Resolver(ip) => *ip,
+        };
+        let qname: &LowerName = query.name();
+        let qtype = query.query_type();
+        let mut chosen: Option<Chosen> = None;
+        let answer = state.zones.answer(qname, qtype, &mut |target, rtype| {
+            let c = self.choose(&state, target, rtype, locate);
+            let addrs = c.addrs.clone();
+            chosen = Some(c);
+            addrs
+        });
+        let (code, answers, authority, additionals, known) = match answer {
+            Answer::Refused => (ResponseCode::Refused, vec![], vec![], vec![], false),
+            Answer::NxDomain { authority } => {
+                (ResponseCode::NXDomain, vec![], authority, vec![], false)
+            }
+            Answer::Authoritative {
+                answers,
+                authority,
+                additionals,
+                ..
+            } => (ResponseCode::NoError, answers, authority, additionals, true),
+        };
+        meta.response_code = code;
+        meta.authoritative = code != ResponseCode::Refused;
+        let mut edns = edns;
+        if let (Some(e), Client::Subnet(cs)) = (edns.as_mut(), &client) {
+            // A geo answer holds for the database network it came from; anything else holds
+            // for every client (scope 0), which lets resolvers cache it once.
+            let scope = chosen.as_ref().and_then(|c| c.scope).unwrap_or(0);
+            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                cs.addr(),
+                cs.source_prefix(),
+                scope,
+            )));
+        }
+        let mut builder = builder;
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let response = builder.build(
+            meta,
+            answers.iter(),
+            authority.iter(),
+            std::iter::empty::<&Record>(),
+            additionals.iter(),
+        );
+        let pop = chosen
+            .and_then(|c| c.first_pop)
+            .unwrap_or_else(|| "-".into());
+        self.count(qname, known, qtype, code, pop, &state.config);
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot send DNS response");
+                failed(meta)
+            }
+        }
+    }
+}
+
+impl Handler {
+    async fn error<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut builder: MessageResponseBuilder<'_>,
+        edns: Option<Edns>,
+        code: ResponseCode,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let response = builder.error_msg(&request.metadata, code);
+        self.metrics
+            .queries
+            .get_or_create(&QueryLabels {
+                name: "-".into(),
+                qtype: "-".into(),
+                rcode: code.to_string(),
+                pop: "-".into(),
+            })
+            .inc();
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.response_code = code;
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(_) => failed(meta),
+        }
+    }
+
+    fn count(
+        &self,
+        qname: &LowerName,
+        known: bool,
+        qtype: RecordType,
+        code: ResponseCode,
+        pop: String,
+        config: &GeoDnsConfig,
+    ) {
+        let name = if known { qname.to_string() } else { "-".into() };
+        if config.log.query_log {
+            tracing::info!(target: "query", %name, %qtype, rcode = %code, %pop);
+        }
+        self.metrics
+            .queries
+            .get_or_create(&QueryLabels {
+                name,
+                qtype: qtype.to_string(),
+                rcode: code.to_string(),
+                pop,
+            })
+            .inc();
+    }
+}
+
+fn failed(metadata: Metadata) -> ResponseInfo {
+    Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    }
+    .into()
+}
+
+/// A running geodns.
+pub struct RunningGeoDns {
+    dns: SocketAddr,
+    admin: Option<SocketAddr>,
+    state: Arc<ArcSwap<State>>,
+    health: Health,
+    reloader: Arc<Reloader>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningGeoDns {
+    /// The UDP and TCP address DNS is served on.
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// Re-reads the config file (when started from one) and the databases.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        self.reloader.reload().await
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts geodns: binds UDP and TCP (same port), the admin listener, health checks and the
+/// reload watcher. `config_path` is what reloads re-read.
+pub async fn start(
+    config: GeoDnsConfig,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<RunningGeoDns> {
+    let state = Arc::new(ArcSwap::from_pointee(State::build(config)?));
+    let config = state.load().config.clone();
+    let health: Health = Arc::new(ArcSwap::from_pointee(HealthSnapshot::default()));
+    let names_state = state.clone();
+    let metrics = Arc::new(Metrics::new(
+        health.clone(),
+        Box::new(move || {
+            names_state
+                .load()
+                .config
+                .pops
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        }),
+    ));
+    let checker = Checker::start(&config.pops, &config.health, health.clone())?;
+    let reloader = Arc::new(Reloader {
+        path: config_path,
+        state: state.clone(),
+        health: health.clone(),
+        checker: Mutex::new(checker),
+        metrics: metrics.clone(),
+    });
+
+    let udp = tokio::net::UdpSocket::bind(config.listen.dns)
+        .await
+        .with_context(|| format!("cannot listen for DNS on UDP {}", config.listen.dns))?;
+    let dns = udp.local_addr()?;
+    // TCP on the port UDP got (they differ only when the config asks for port 0).
+    let tcp = tokio::net::TcpListener::bind(dns)
+        .await
+        .with_context(|| format!("cannot listen for DNS on TCP {dns}"))?;
+    let handler = Handler {
+        state: state.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+        failed_open_logged: AtomicU64::new(0),
+    };
+    let mut server = hickory_server::Server::new(handler);
+    server.register_socket(udp);
+    // 64 KiB of buffered responses per TCP connection is plenty for one resolver.
+    server.register_listener(tcp, config.listen.tcp_timeout, 64);
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut dns_stop = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let stopped = tokio::select! {
+            result = server.block_until_done() => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "DNS server stopped");
+                }
+                false
+            }
+            _ = dns_stop.wait_for(|s| *s) => true,
+        };
+        if stopped {
+            let _ = server.shutdown_gracefully().await;
+        }
+    }));
+    let admin = match config.listen.admin {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for admin on {addr}"))?;
+            let local = listener.local_addr()?;
+            let metrics = metrics.clone();
+            tasks.push(tokio::spawn(shared::admin::serve(
+                listener,
+                move |path| match path {
+                    "/metrics" => shared::admin::AdminResponse::metrics(metrics.render()),
+                    "/health" => shared::admin::AdminResponse::text(http::StatusCode::OK, "ok\n"),
+                    _ => shared::admin::AdminResponse::not_found(),
+                },
+                stopped.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+    tasks.push(tokio::spawn(reloader.clone().watch(stopped)));
+    for (name, addr) in [("dns", Some(dns)), ("admin", admin)] {
+        if let Some(addr) = addr {
+            tracing::info!(listener = name, %addr, "listening");
+        }
+    }
+    Ok(RunningGeoDns {
+        dns,
+        admin,
+        state,
+        health,
+        reloader,
+        stop,
+        tasks,
+    })
+}
+
+/// Reloads the config and databases on SIGHUP and when their files change.
+struct Reloader {
+    path: Option<PathBuf>,
+    state: Arc<ArcSwap<State>>,
+    health: Health,
+    checker: Mutex<Checker>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    async fn reload(&self) -> anyhow::Result<()> {
+        let config = match &self.path {
+            Some(path) => GeoDnsConfig::load(path)?,
+            None => self.state.load().config.clone(),
+        };
+        let result = self.apply(config).await;
+        match &result {
+            Ok(()) => {
+                self.metrics.reloads.inc();
+                tracing::info!("configuration and databases reloaded");
+            }
+            Err(e) => {
+                self.metrics.reload_errors.inc();
+                tracing::error!(error = %format!("{e:#}"), "reload rejected; the previous configuration stays in use");
+            }
+        }
+        result
+    }
+
+    async fn apply(&self, config: GeoDnsConfig) -> anyhow::Result<()> {
+        // Built off the query path; queries keep using the old state until the swap.
+        let next = tokio::task::spawn_blocking(move || State::build(config)).await??;
+        let checker = Checker::start(&next.config.pops, &next.config.health, self.health.clone())?;
+        let names: Vec<String> = next.config.pops.iter().map(|p| p.name.clone()).collect();
+        self.health.rcu(|h| {
+            let mut kept = (**h).clone();
+            kept.down.retain(|name, _| names.contains(name));
+            kept
+        });
+        self.state.store(Arc::new(next));
+        *self.checker.lock().await = checker;
+        Ok(())
+    }
+
+    /// Files whose change triggers a reload, with their modification times.
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        let state = self.state.load();
+        self.path
+            .iter()
+            .chain(state.config.geoip.databases.iter())
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP");
+                None
+            }
+        };
+        let interval = self.state.load().config.geoip.watch_interval;
+        let poll = if interval.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            interval
+        };
+        let mut stamps = self.stamps();
+        loop {
+            let event = tokio::select! {
+                _ = stop.wait_for(|s| *s) => None,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Some(true),
+                _ = tokio::time::sleep(poll), if !interval.is_zero() => Some(false),
+            };
+            match event {
+                None => return,
+                Some(true) => {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = self.reload().await;
+                    stamps = self.stamps();
+                }
+                Some(false) => {
+                    let now = self.stamps();
+                    if now != stamps {
+                        tracing::info!("a config or database file changed: reloading");
+                        let _ = self.reload().await;
+                        stamps = self.stamps();
+                    }
+                }
+            }
+        }
+    }
+}

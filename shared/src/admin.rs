@@ -1,0 +1,82 @@
+//! A small HTTP/1.1 admin listener (`/metrics`, `/health`): each binary supplies the answers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// One admin answer.
+#[derive(Debug, Clone)]
+pub struct AdminResponse {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl AdminResponse {
+    pub fn text(status: StatusCode, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn metrics(body: String) -> Self {
+        Self {
+            status: StatusCode::OK,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics or /health\n",
+        )
+    }
+}
+
+/// Serves `answer(path)` for every request until `shutdown` turns true.
+pub async fn serve<F>(listener: TcpListener, answer: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: Fn(&str) -> AdminResponse + Send + Sync + 'static,
+{
+    let answer = Arc::new(answer);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (answer, builder) = (answer.clone(), builder.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let a = answer(req.uri().path());
+                async move { Ok::<_, Infallible>(to_response(a)) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn to_response(a: AdminResponse) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(a.body)));
+    *response.status_mut() = a.status;
+    if let Ok(v) = a.content_type.parse() {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    response
+}
