@@ -1,0 +1,8 @@
+//! geodns integration tests: the real server on ephemeral ports, a MaxMind DB written by the
+//! test, real health endpoints, and DNS clients over UDP and TCP (a hickory-proto client and
+//! dig).
+
+mod answers;
+mod failover;
+mod support;
+mod tools;

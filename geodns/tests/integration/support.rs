@@ -1,0 +1,369 @@
+//! Fixtures: a test MaxMind DB, health endpoints the test turns on and off, a DNS client.
+
+// In a test binary nothing is reachable from outside the crate.
+#![allow(unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use geodns::config::GeoDnsConfig;
+use geodns::server::RunningGeoDns;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// POP addresses, by POP.
+pub const FRA: &str = "198.51.100.10";
+pub const IAD: &str = "198.51.100.20";
+pub const SIN: &str = "198.51.100.30";
+pub const FRA6: &str = "2001:db8:10::1";
+
+#[derive(Serialize)]
+struct City {
+    location: Loc,
+    country: Code<&'static str>,
+    continent: Continent,
+}
+#[derive(Serialize)]
+struct Loc {
+    latitude: f64,
+    longitude: f64,
+    accuracy_radius: u16,
+}
+#[derive(Serialize)]
+struct Code<T> {
+    iso_code: T,
+}
+#[derive(Serialize)]
+struct Continent {
+    code: &'static str,
+}
+
+/// A GeoIP2-City-shaped database: 10.1/16 Frankfurt, 10.2/16 Ashburn, 10.3/16 Singapore,
+/// 10.4/16 Paris (nearest Frankfurt), 2001:db8:1::/48 Frankfurt.
+pub fn write_db(dir: &Path) -> PathBuf {
+    let mut w = mmdb_writer::Writer::new("GeoIP2-City");
+    let city = |lat, lon, cc, cont| City {
+        location: Loc {
+            latitude: lat,
+            longitude: lon,
+            accuracy_radius: 20,
+        },
+        country: Code { iso_code: cc },
+        continent: Continent { code: cont },
+    };
+    let entries = [
+        ("10.1.0.0/16", city(50.11, 8.68, "DE", "EU")),
+        ("10.2.0.0/16", city(39.04, -77.49, "US", "NA")),
+        ("10.3.0.0/16", city(1.29, 103.85, "SG", "AS")),
+        ("10.4.0.0/16", city(48.86, 2.35, "FR", "EU")),
+        ("2001:db8:1::/48", city(50.11, 8.68, "DE", "EU")),
+    ];
+    for (net, record) in entries {
+        w.insert(net.parse::<ipnet::IpNet>().unwrap(), &record)
+            .unwrap();
+    }
+    let path = dir.join("test-city.mmdb");
+    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+    path
+}
+
+/// A health endpoint that answers 200 while up and 503 while down.
+pub struct HealthServer {
+    pub url: String,
+    up: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HealthServer {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/.quicdn/health", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let status = if flag.load(Ordering::Relaxed) {
+                            200
+                        } else {
+                            503
+                        };
+                        async move {
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"ok"),
+                            ));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { url, up, task }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The test zone and POPs, health URLs from `health` (fra, iad, sin), a fast checker.
+pub fn config(db: &Path, health: [&str; 3]) -> GeoDnsConfig {
+    let text = format!(
+        r#"
+default_order = ["iad1", "fra1", "sin1"]
+[listen]
+dns = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+[geoip]
+databases = ["{db}"]
+watch_interval = "200ms"
+[health]
+interval = "100ms"
+timeout = "500ms"
+rise = 2
+fall = 2
+[[pop]]
+name = "fra1"
+latitude = 50.11
+longitude = 8.68
+ipv4 = ["{FRA}"]
+ipv6 = ["{FRA6}"]
+health_url = "{fra}"
+[[pop]]
+name = "iad1"
+latitude = 38.95
+longitude = -77.45
+ipv4 = ["{IAD}"]
+health_url = "{iad}"
+[[pop]]
+name = "sin1"
+latitude = 1.35
+longitude = 103.82
+ipv4 = ["{SIN}"]
+health_url = "{sin}"
+[[override]]
+cidr = "10.9.0.0/16"
+pop = "sin1"
+[[zone]]
+name = "cdn.test."
+ns = ["ns1.cdn.test."]
+ttl = 3600
+[zone.soa]
+mname = "ns1.cdn.test."
+rname = "hostmaster.cdn.test."
+serial = 7
+minimum = 60
+[[zone.record]]
+name = "ns1"
+type = "A"
+value = "192.0.2.53"
+[[zone.record]]
+name = "@"
+type = "TXT"
+value = "hello"
+[[zone.record]]
+name = "@"
+type = "MX"
+value = "10 mail.example.net."
+[[zone.record]]
+name = "@"
+type = "CAA"
+value = '0 issue "letsencrypt.org"'
+[[zone.record]]
+name = "docs"
+type = "CNAME"
+value = "www"
+[[zone.record]]
+name = "big"
+type = "TXT"
+value = "{big}"
+[[zone.record]]
+name = "big"
+type = "TXT"
+value = "{big2}"
+[[zone.record]]
+name = "big"
+type = "TXT"
+value = "{big3}"
+[[zone.geo]]
+name = "www"
+[[zone.geo]]
+name = "two"
+answers = 2
+ttl = 20
+"#,
+        db = db.display(),
+        fra = health[0],
+        iad = health[1],
+        sin = health[2],
+        big = "a".repeat(200),
+        big2 = "b".repeat(200),
+        big3 = "c".repeat(200),
+    );
+    shared::config::parse(&text).unwrap()
+}
+
+/// A running geodns with its three health endpoints and DB.
+pub struct Fixture {
+    pub server: RunningGeoDns,
+    pub health: [HealthServer; 3],
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = write_db(dir.path());
+        let health = [
+            HealthServer::start().await,
+            HealthServer::start().await,
+            HealthServer::start().await,
+        ];
+        let cfg = config(&db, [&health[0].url, &health[1].url, &health[2].url]);
+        let server = geodns::server::start(cfg, None).await.unwrap();
+        Self {
+            server,
+            health,
+            dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.dns_addr()
+    }
+}
+
+/// How to ask.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask {
+    pub tcp: bool,
+    /// EDNS with this UDP payload size; None: no EDNS (unless `ecs` needs it).
+    pub edns: Option<u16>,
+    pub ecs: Option<(&'static str, u8)>,
+}
+
+pub fn message(name: &str, qtype: RecordType, ask: Ask) -> Message {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = false;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if ask.edns.is_some() || ask.ecs.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(ask.edns.unwrap_or(1232));
+        if let Some((addr, prefix)) = ask.ecs {
+            let addr: IpAddr = addr.parse().unwrap();
+            edns.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
+        }
+        m.set_edns(edns);
+    }
+    m
+}
+
+fn rand_id() -> u16 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(1);
+    h.finish() as u16
+}
+
+/// Sends raw bytes and returns the raw answer (None on timeout).
+pub async fn exchange_raw(server: SocketAddr, bytes: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let deadline = Duration::from_secs(3);
+    if tcp {
+        let mut s = tokio::net::TcpStream::connect(server).await.unwrap();
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(bytes);
+        s.write_all(&framed).await.unwrap();
+        let mut len = [0u8; 2];
+        tokio::time::timeout(deadline, s.read_exact(&mut len))
+            .await
+            .ok()?
+            .ok()?;
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        tokio::time::timeout(deadline, s.read_exact(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(buf)
+    } else {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.send_to(bytes, server).await.unwrap();
+        let mut buf = vec![0u8; 65535];
+        let (n, _) = tokio::time::timeout(deadline, sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+}
+
+/// Asks one question and decodes the answer.
+pub async fn ask(server: SocketAddr, name: &str, qtype: RecordType, how: Ask) -> Message {
+    let query = message(name, qtype, how);
+    let bytes = query.to_vec().unwrap();
+    let raw = exchange_raw(server, &bytes, how.tcp)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {name} {qtype}"));
+    let reply = Message::from_vec(&raw).unwrap();
+    assert_eq!(reply.metadata.id, query.metadata.id);
+    reply
+}
+
+/// The A/AAAA addresses in the answer section, as text.
+pub fn addresses(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ECS option of a reply: (source prefix, scope prefix).
+pub fn ecs(m: &Message) -> Option<(u8, u8)> {
+    match m
+        .edns
+        .as_ref()?
+        .option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)?
+    {
+        EdnsOption::Subnet(cs) => Some((cs.source_prefix(), cs.scope_prefix())),
+        _ => None,
+    }
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
