@@ -17,12 +17,13 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Debian packages the tests need. Add to this list when a test starts driving another program
-# (later: dnsutils, iproute2, ...).
+# (later: iproute2, unbound, ...).
 #   curl, ca-certificates  HTTP clients and trust roots
 #   chromium               loads the demo page over HTTP/3 in a real browser
 #   python3, python3-venv  runs the independent Python HTTP/3 client (edge/tests/h3_fetch.py)
 #   ffmpeg                 makes test videos; ffprobe and ffmpeg seek in them through the edge
-PACKAGES=(ca-certificates curl chromium python3 python3-venv ffmpeg)
+#   dnsutils               dig, which queries geodns in its integration tests
+PACKAGES=(ca-certificates curl chromium python3 python3-venv ffmpeg dnsutils)
 # ---------------------------------------------------------------------------------------------
 # PyPI packages for the Python HTTP/3 client, installed into target/test-venv.
 PY_PACKAGES=(niquests)
