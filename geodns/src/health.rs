@@ -153,18 +153,7 @@ impl Probe {
 }
 
 fn client(config: &HealthConfig) -> Result<HttpClient, shared::tls::TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &config.ca_file {
-        for cert in shared::tls::load_certificates(path)? {
-            roots.add(cert).map_err(shared::tls::TlsError::Rustls)?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(shared::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(shared::tls::TlsError::Rustls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = shared::tls::client_config(config.ca_file.as_deref())?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.timeout));

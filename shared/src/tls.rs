@@ -98,6 +98,23 @@ impl TlsMaterial {
     }
 }
 
+/// A TLS client config trusting the public web roots plus, optionally, the CAs of a PEM file
+/// (an operator's internal CA, the testnet's development CA).
+pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        for cert in load_certificates(path)? {
+            // A bad extra anchor is the operator's to fix; the error names the problem.
+            roots.add(cert)?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Loads every certificate of a PEM file (a CA bundle).
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
