@@ -9,6 +9,7 @@
 # small shaping proxy on :18082 in front of nginx; all started and stopped here by PID.
 # Environment:
 #   SLICE_SIZES   slice sizes to compare (default "512KiB 1MiB 2MiB 4MiB")
+#   READ_AHEAD    cache.slice_read_ahead for the edge (default 0); rows show "+raN"
 #   ORIGINS       "loopback" (nginx directly) and/or "wan" (through the shaper); default both
 #   WAN_RTT_MS    round-trip time the shaper adds (default 20)
 #   WAN_MBIT      origin bandwidth per connection through the shaper (default 100)
@@ -23,6 +24,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 SLICE_SIZES=${SLICE_SIZES:-"512KiB 1MiB 2MiB 4MiB"}
+READ_AHEAD=${READ_AHEAD:-0}
 ORIGINS=${ORIGINS:-"loopback wan"}
 WAN_RTT_MS=${WAN_RTT_MS:-20}
 WAN_MBIT=${WAN_MBIT:-100}
@@ -199,6 +201,7 @@ enabled = false
 [cache]
 dir = "$TMP/cache"
 slice_size = "$slice"
+slice_read_ahead = $READ_AHEAD
 
 [log]
 access_log = false
@@ -259,7 +262,7 @@ curl_ranges() {
   for n in $(seek_points); do
     if [ "$kind" = closed ]; then
       out=$(curl -s -o /dev/null -r "$n-$((n + READ - 1))" \
-        -w '%{http_code} %{time_starttransfer} %{size_download}' "$url")
+        -w '%{http_code} %{time_starttransfer} %{size_download} %{time_total}' "$url")
       code=${out%% *}
       [ "$code" = 206 ] || die "range $n-: status $code"
       echo "${out#* }"
@@ -289,8 +292,10 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 say "video: $VIDEO ($SIZE bytes, ${DURATION}s); seeks: $SEEKS curl points, $FF_SEEKS ffmpeg"
 ROWS=()
-FMT='%-10s %-7s %11s %10s %5s %8s %11s %5s %8s %6s %7s %12s %7s'
+FMT='%-10s %-11s %11s %11s %10s %5s %8s %11s %5s %8s %6s %7s %12s %7s'
 url="http://$EDGE_HTTP/v.mp4"
+ra_label=""
+[ "$READ_AHEAD" -gt 0 ] && ra_label="+ra$READ_AHEAD"
 for profile in $ORIGINS; do
   case $profile in
     loopback)
@@ -324,6 +329,7 @@ for profile in $ORIGINS; do
     o2=$(origin_bytes)
     cold_client=$(awk '{ s += $2 } END { print s }' "$TMP/cold")
     cold_ttfb=$(awk '{ print $1 }' "$TMP/cold" | ms_stats)
+    cold_total=$(awk '{ print $3 }' "$TMP/cold" | ms_stats)
     warm_ttfb=$(awk '{ print $1 }' "$TMP/warm" | ms_stats)
     closed_ratio=$(ratio $((o1 - o0)) "$cold_client")
     warm_origin=$((o2 - o1))
@@ -357,7 +363,7 @@ for profile in $ORIGINS; do
     stop_edge
 
     ROWS+=("$(printf "$FMT" \
-      "$label" "$slice" "$cold_ttfb" "$warm_ttfb" "$closed_ratio" "$warm_origin" \
+      "$label" "$slice$ra_label" "$cold_ttfb" "$cold_total" "$warm_ttfb" "$closed_ratio" "$warm_origin" \
       "$open_ttfb" "$open_ratio" "$ff_origin" "$ff_ratio" "$ff_ms" "$ff_warm_origin" "$ff_warm_ms")")
   done
 done
@@ -365,14 +371,15 @@ done
 echo
 echo "Seek workload: $(basename "$VIDEO"), $SIZE bytes, ${DURATION}s; $(nproc) CPUs;" \
   "$SEEKS seek points; each client reads $((READ / 1048576)) MiB per seek"
-printf "$FMT\n" "origin" "slice" "cold TTFB" "warm TTFB" "2MiB" "warm" \
+printf "$FMT\n" "origin" "slice" "cold TTFB" "cold 2MiB" "warm TTFB" "2MiB" "warm" \
   "open TTFB" "open" "ffmpeg" "ffmpeg" "ffmpeg" "ffmpeg again" "again"
-printf "$FMT\n" "" "" "p50/max ms" "p50/max ms" "o/c" "origin B" \
+printf "$FMT\n" "" "" "p50/max ms" "p50/max ms" "p50/max ms" "o/c" "origin B" \
   "p50/max ms" "o/c" "MiB/seek" "o/read" "ms/seek" "origin MiB" "ms/seek"
 for row in "${ROWS[@]}"; do echo "$row"; done
 cat <<'EOF'
 
-cold/warm TTFB: curl time_starttransfer for Range N-(N+2MiB-1) on an empty cache, then again.
+cold/warm TTFB: curl time_starttransfer for Range N-(N+2MiB-1) on an empty cache, then again;
+  cold 2MiB: time to the last byte of those cold ranges (what read-ahead can shorten).
 2MiB o/c: origin body bytes / client bytes for those cold ranges. warm origin: origin bytes
   for the warm pass (0 = all from cache).
 open: Range N- dropped after 2 MiB (as players do), cold cache; o/c = origin / client bytes.
