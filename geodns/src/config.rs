@@ -84,6 +84,9 @@ pub struct HealthConfig {
     pub fall: u32,
     /// Extra PEM CA bundle trusted for health URLs (e.g. the testnet's dev CA).
     pub ca_file: Option<PathBuf>,
+    /// Probe `https://` health URLs over HTTP/3 (QUIC, same host and port), the way browsers
+    /// reach the edges: a POP whose UDP path is broken is then seen as down.
+    pub http3: bool,
 }
 
 impl Default for HealthConfig {
@@ -94,6 +97,7 @@ impl Default for HealthConfig {
             rise: 2,
             fall: 2,
             ca_file: None,
+            http3: false,
         }
     }
 }

@@ -165,6 +165,75 @@ impl DevCertificate {
     }
 }
 
+/// A development certificate authority: issues leaf certificates that clients trust through
+/// the CA alone (a browser's or curl's CA file, geodns' `health.ca_file`). A self-signed leaf
+/// cannot serve as a trust anchor for webpki-based clients; a CA can.
+pub struct DevCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl DevCa {
+    /// A new CA named `name`.
+    pub fn generate(name: &str) -> Result<Self, TlsError> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        Ok(Self { issuer })
+    }
+
+    /// The CA certificate in PEM, for clients to trust.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Issues a server certificate for `names` (DNS names or IP addresses).
+    pub fn issue(&self, names: &[String]) -> Result<TlsMaterial, TlsError> {
+        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(TlsMaterial {
+            chain: vec![cert.der().clone(), self.issuer.der().clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        })
+    }
+}
+
+impl TlsMaterial {
+    /// Writes the chain and key as PEM files.
+    pub fn write_pem(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        let chain: String = self
+            .chain
+            .iter()
+            .map(|c| pem_block("CERTIFICATE", c))
+            .collect();
+        write(cert, chain.as_bytes())?;
+        write(
+            key,
+            pem_block("PRIVATE KEY", self.key.secret_der()).as_bytes(),
+        )
+    }
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 fn leaf_spki(leaf: &CertificateDer<'_>) -> Option<Vec<u8>> {
     // rustls does not expose the SPKI of a parsed certificate; a minimal DER walk finds it:
     // Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial, sigAlg, issuer,
@@ -246,6 +315,40 @@ mod tests {
         ));
         assert_eq!(spki, expected);
         first.material.server_config(&[b"h2"]).unwrap();
+    }
+
+    #[test]
+    fn a_dev_ca_issues_certificates_that_webpki_accepts_through_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::generate("test CA").unwrap();
+        let leaf = ca.issue(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let (cert, key, ca_file) = (
+            dir.path().join("c.pem"),
+            dir.path().join("k.pem"),
+            dir.path().join("ca.pem"),
+        );
+        leaf.write_pem(&cert, &key).unwrap();
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        let loaded = TlsMaterial::from_pem_files(&cert, &key).unwrap();
+        assert_eq!(loaded.chain.len(), 2);
+        loaded.server_config(&[b"h2"]).unwrap();
+        // The leaf verifies against the CA as the only trust anchor.
+        let mut roots = rustls::RootCertStore::empty();
+        for c in load_certificates(&ca_file).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        use rustls::client::danger::ServerCertVerifier as _;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        verifier
+            .verify_server_cert(&loaded.chain[0], &loaded.chain[1..], &name, &[], now)
+            .unwrap();
     }
 
     #[test]

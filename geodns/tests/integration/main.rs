@@ -4,5 +4,6 @@
 
 mod answers;
 mod failover;
+mod h3health;
 mod support;
 mod tools;
