@@ -283,7 +283,13 @@ impl RequestHandler for Handler {
         if let (Some(e), Client::Subnet(cs)) = (edns.as_mut(), &client) {
             // A geo answer holds for the database network it came from; anything else holds
             // for every client (scope 0), which lets resolvers cache it once.
-            let scope = chosen.as_ref().and_then(|c| c.scope).unwrap_or(0);
+            // A geo answer for an address the database does not know holds for the client's
+            // whole source network: never scope 0, which would let a resolver hand the
+            // fallback POP to all its clients.
+            let scope = match &chosen {
+                Some(c) => c.scope.unwrap_or(cs.source_prefix()),
+                None => 0,
+            };
             e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
                 cs.addr(),
                 cs.source_prefix(),

@@ -80,6 +80,26 @@ async fn without_ecs_the_resolver_address_locates_the_client() {
     .await;
     assert_eq!(addresses(&r), [SIN]);
     assert_eq!(ecs(&r), Some((24, 16)));
+    // A client subnet the database does not know: the fallback POP, valid for that subnet
+    // only (scope = source prefix), never for every client (scope 0).
+    let r = ask(
+        f.addr(),
+        "www.cdn.test.",
+        RecordType::A,
+        with_ecs("192.0.2.0", 24),
+    )
+    .await;
+    assert_eq!(addresses(&r), [IAD]);
+    assert_eq!(ecs(&r), Some((24, 24)));
+    // A static answer does not depend on the client: scope 0.
+    let r = ask(
+        f.addr(),
+        "ns1.cdn.test.",
+        RecordType::A,
+        with_ecs("10.1.0.0", 24),
+    )
+    .await;
+    assert_eq!(ecs(&r), Some((24, 0)));
     // Source prefix 0: the resolver asks us not to use client information.
     let r = ask(
         f.addr(),
