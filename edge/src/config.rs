@@ -68,6 +68,11 @@ pub struct ListenConfig {
     /// (slowloris protection).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// TCP_NOTSENT_LOWAT: unsent bytes the kernel queues per connection before the edge writes
+    /// more. Keeps the edge from writing (and fetching slices) far ahead of a client that is
+    /// about to hang up, as players do on every seek; it does not limit bytes in flight.
+    /// 0 leaves the kernel default.
+    pub notsent_lowat: ByteSize,
 }
 
 impl Default for ListenConfig {
@@ -81,6 +86,7 @@ impl Default for ListenConfig {
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            notsent_lowat: ByteSize::kib(128),
         }
     }
 }

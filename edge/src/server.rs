@@ -104,6 +104,7 @@ impl Edge {
             max_connections: config.listen.max_connections,
             header_read_timeout: config.listen.header_read_timeout,
             shutdown_grace: config.listen.shutdown_grace,
+            notsent_lowat: u32::try_from(config.listen.notsent_lowat.as_u64()).unwrap_or(u32::MAX),
         };
         let material = match https_listener {
             Some(_) => Some(tls_material(&config)?),

@@ -21,6 +21,8 @@ pub struct TcpLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// TCP_NOTSENT_LOWAT in bytes; 0: kernel default.
+    pub notsent_lowat: u32,
 }
 
 /// Accepts on `listener` until `shutdown` turns true, then lets in-flight requests finish
@@ -53,6 +55,10 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        if limits.notsent_lowat > 0 {
+            // Best effort: kernels without the option just write ahead more.
+            let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(limits.notsent_lowat);
+        }
         let service = service.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
