@@ -323,13 +323,12 @@ impl GeoDnsConfig {
         Ok(())
     }
 
-    /// The POP an override assigns to `ip`, most specific network first.
-    pub fn override_for(&self, ip: IpAddr) -> Option<&str> {
+    /// The override that applies to `ip`: the most specific network containing it.
+    pub fn override_for(&self, ip: IpAddr) -> Option<&OverrideConfig> {
         self.overrides
             .iter()
             .filter(|o| o.cidr.contains(&ip))
             .max_by_key(|o| o.cidr.prefix_len())
-            .map(|o| o.pop.as_str())
     }
 }
 
@@ -384,14 +383,9 @@ mod tests {
                 pop: b.clone(),
             },
         ];
-        assert_eq!(
-            c.override_for("10.1.2.3".parse().unwrap()),
-            Some(b.as_str())
-        );
-        assert_eq!(
-            c.override_for("10.2.2.3".parse().unwrap()),
-            Some(a.as_str())
-        );
-        assert_eq!(c.override_for("192.0.2.1".parse().unwrap()), None);
+        let pop = |ip: &str| c.override_for(ip.parse().unwrap()).map(|o| o.pop.clone());
+        assert_eq!(pop("10.1.2.3"), Some(b.clone()));
+        assert_eq!(pop("10.2.2.3"), Some(a.clone()));
+        assert_eq!(pop("192.0.2.1"), None);
     }
 }

@@ -91,22 +91,15 @@ impl Handler {
         let health = self.health.load();
         let pops = &state.config.pops;
         let allowed = |name: &str| target.pops.is_empty() || target.pops.iter().any(|p| p == name);
-        if let Some(name) = state.config.override_for(client)
-            && allowed(name)
-            && health.is_healthy(name)
-            && let Some(pop) = pops.iter().find(|p| p.name == name)
+        if let Some(o) = state.config.override_for(client)
+            && allowed(&o.pop)
+            && health.is_healthy(&o.pop)
+            && let Some(pop) = pops.iter().find(|p| p.name == o.pop)
         {
-            let scope = state
-                .config
-                .overrides
-                .iter()
-                .filter(|o| o.cidr.contains(&client))
-                .map(|o| o.cidr.prefix_len())
-                .max();
             return Chosen {
                 addrs: addresses(pop, rtype),
                 first_pop: Some(pop.name.clone()),
-                scope,
+                scope: Some(o.cidr.prefix_len()),
             };
         }
         let location = state.geo.lookup(client);

@@ -444,8 +444,8 @@ mod tests {
             response_time: 0,
             body_len: 0,
             chunks: Vec::new(),
-            vary: Vec::new(),
             sliced: None,
+            parsed: Default::default(),
         }
     }
 

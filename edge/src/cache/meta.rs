@@ -32,12 +32,13 @@ pub struct Meta {
     pub response_time: u64,
     pub body_len: u64,
     pub chunks: Vec<ChunkRef>,
-    /// The request header values the Vary fields had for this variant (lowercase names).
-    pub vary: Vec<String>,
     /// Set on a sliced object: its body is not in `chunks` but in slice entries of this size
     /// (see `key::slice`), each fetched when first needed.
     #[serde(default)]
     pub sliced: Option<u64>,
+    /// `headers` parsed once: every lookup, freshness check and response reads them.
+    #[serde(skip)]
+    pub parsed: std::sync::OnceLock<HeaderMap>,
 }
 
 impl Meta {
@@ -47,7 +48,12 @@ impl Meta {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    pub fn header_map(&self) -> HeaderMap {
+    /// The stored headers, parsed on first use.
+    pub fn header_map(&self) -> &HeaderMap {
+        self.parsed.get_or_init(|| self.parse_headers())
+    }
+
+    fn parse_headers(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
@@ -63,6 +69,7 @@ impl Meta {
 
     pub fn set_headers(&mut self, headers: &HeaderMap) {
         self.headers = encode_headers(headers);
+        self.parsed = std::sync::OnceLock::new();
     }
 
     pub fn request_time(&self) -> SystemTime {
@@ -124,12 +131,12 @@ mod tests {
             response_time: 2,
             body_len: 0,
             chunks: Vec::new(),
-            vary: Vec::new(),
             sliced: None,
+            parsed: Default::default(),
         };
         meta.set_headers(&h);
         let json = serde_json::to_vec(&meta).unwrap();
         let back: Meta = serde_json::from_slice(&json).unwrap();
-        assert_eq!(back.header_map(), h);
+        assert_eq!(back.header_map(), &h);
     }
 }

@@ -595,8 +595,8 @@ impl Inner {
                     response_time: meta::millis(response_time),
                     body_len: announced.unwrap_or(0),
                     chunks: Vec::new(),
-                    vary: Vec::new(),
                     sliced: sliced.then_some(self.limits.slice_size as u64),
+                    parsed: Default::default(),
                 };
                 let fill = Fill::new(self.store.clone());
                 let limits = FillLimits {
@@ -836,7 +836,7 @@ impl Inner {
             ttl: ttl.map(|t| t.as_secs() as i64),
             ..CacheStatus::default()
         };
-        let stored_headers = meta.header_map();
+        let stored_headers = meta.header_map().clone();
         let age = policy::current_age(
             &stored_headers,
             meta.request_time(),
@@ -878,7 +878,7 @@ impl Inner {
         head: &Meta,
         origin: &OriginTemplate,
     ) -> Served {
-        let headers = head.header_map();
+        let headers = head.header_map().clone();
         let (lifetime, _) =
             policy::freshness_lifetime(head.status(), &headers, head.response_time(), &self.policy);
         let age = policy::current_age(

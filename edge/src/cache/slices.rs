@@ -68,8 +68,8 @@ pub(super) fn slice_meta(object: &Meta, index: u64, chunk: ChunkRef) -> Meta {
         response_time: object.response_time,
         body_len: chunk.len,
         chunks: vec![chunk],
-        vary: Vec::new(),
         sliced: None,
+        parsed: Default::default(),
     }
 }
 
@@ -443,8 +443,8 @@ impl Inner {
             response_time: meta::millis(times.1),
             body_len: total,
             chunks: Vec::new(),
-            vary: Vec::new(),
             sliced: Some(size),
+            parsed: Default::default(),
         };
         let want = range::slice_range(index, size, total);
         let bytes = read_exact(body, want.len()).await?;

@@ -609,8 +609,8 @@ mod tests {
             response_time: 2,
             body_len: parts.iter().map(|p| p.len() as u64).sum(),
             chunks,
-            vary: Vec::new(),
             sliced: None,
+            parsed: Default::default(),
         };
         store.commit(meta).await.unwrap()
     }

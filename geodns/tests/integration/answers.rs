@@ -49,8 +49,17 @@ async fn each_client_subnet_gets_its_nearest_pop_with_an_ecs_scope() {
     .await;
     assert_eq!(addresses(&r), [FRA6]);
     assert_eq!(ecs(&r), Some((56, 48)));
-    // Only Frankfurt has IPv6: a client near Singapore still gets an AAAA from the nearest
-    // POP that has one? No: the nearest POP has none, so the answer is NODATA for AAAA.
+    // Only Frankfurt has IPv6; the POP nearest to Singapore has none: NODATA for AAAA (the
+    // client falls back to A), not Frankfurt's address from the other side of the world.
+    let r = ask(
+        f.addr(),
+        "www.cdn.test.",
+        RecordType::AAAA,
+        with_ecs("10.3.0.0", 24),
+    )
+    .await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty(), "{:?}", r.answers);
     let r = ask(
         f.addr(),
         "two.cdn.test.",

@@ -367,3 +367,22 @@ pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bo
     }
     false
 }
+
+/// A minimal HTTP/1.1 GET (the admin listener, the edge's metrics).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The sum of the Prometheus samples whose lines match `select`.
+pub fn counter(metrics: &str, select: impl Fn(&str) -> bool) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && select(l))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
