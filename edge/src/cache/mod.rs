@@ -318,7 +318,7 @@ impl Inner {
             let Some(meta) = self.store.get(&variant) else {
                 continue;
             };
-            let wanted = match policy::vary(&meta.header_map()) {
+            let wanted = match policy::vary(meta.header_map()) {
                 Vary::Fields(fields) => key::variant(primary, &policy::vary_key(&fields, req)),
                 Vary::None => key::variant(primary, ""),
                 Vary::Star => continue,
@@ -333,7 +333,7 @@ impl Inner {
     fn freshness(&self, req: &HeaderMap, meta: &Meta) -> Freshness {
         policy::freshness(
             req,
-            &meta.header_map(),
+            meta.header_map(),
             meta.status(),
             meta.request_time(),
             meta.response_time(),
@@ -546,7 +546,7 @@ impl Inner {
 
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stale) =
-                stale.filter(|s| policy::not_modified_matches(&s.header_map(), &parts.headers))
+                stale.filter(|s| policy::not_modified_matches(s.header_map(), &parts.headers))
         {
             let result = self
                 .refresh(&stale, &parts.headers, request_time, response_time)
@@ -716,7 +716,7 @@ impl Inner {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Landed {
-        let merged = policy::merge_not_modified(&stale.header_map(), not_modified);
+        let merged = policy::merge_not_modified(stale.header_map(), not_modified);
         let mut meta = stale.clone();
         meta.set_headers(&merged);
         meta.request_time = meta::millis(request_time);
@@ -737,7 +737,7 @@ impl Inner {
 
     fn variant_for(&self, lookup: &Lookup<'_>, head: &Meta) -> String {
         let primary = key::primary(lookup.host, lookup.path_and_query);
-        match policy::vary(&head.header_map()) {
+        match policy::vary(head.header_map()) {
             Vary::Fields(fields) => {
                 key::variant(&primary, &policy::vary_key(&fields, lookup.headers))
             }
@@ -1155,7 +1155,7 @@ fn fill_request(parts: &http::request::Parts, stale: Option<&Meta>) -> Request<B
         headers.remove(name);
     }
     if let Some(stale) = stale {
-        headers.extend(policy::validation_headers(&stale.header_map()));
+        headers.extend(policy::validation_headers(stale.header_map()));
     }
     *req.headers_mut() = headers;
     req

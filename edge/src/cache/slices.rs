@@ -55,7 +55,7 @@ pub(super) struct OriginTemplate {
 pub(super) fn slice_meta(object: &Meta, index: u64, chunk: ChunkRef) -> Meta {
     let size = object.sliced.unwrap_or(chunk.len);
     let span = range::slice_range(index, size, object.body_len);
-    let mut headers = validators(&object.header_map());
+    let mut headers = validators(object.header_map());
     if let Ok(v) = HeaderValue::from_str(&span.content_range(object.body_len)) {
         headers.insert(header::CONTENT_RANGE, v);
     }
@@ -178,7 +178,7 @@ impl Inner {
                 .get(header::CONTENT_RANGE)
                 .and_then(range::parse_content_range)
                 .and_then(|(_, total)| total);
-            if total.is_some_and(|t| same_version(&ours, object.body_len, &stored.header_map(), t))
+            if total.is_some_and(|t| same_version(ours, object.body_len, stored.header_map(), t))
                 && let Some(chunk) = stored.chunks.first()
             {
                 match self.store.read_chunk(chunk, false).await {
@@ -282,7 +282,7 @@ impl Inner {
                         "206 without a usable Content-Range".into(),
                     ));
                 };
-                if span != want || !same_version(&ours, object.body_len, &parts.headers, total) {
+                if span != want || !same_version(ours, object.body_len, &parts.headers, total) {
                     return Err(SliceError::Changed);
                 }
                 let bytes = read_exact(body, want.len()).await?;
@@ -291,7 +291,7 @@ impl Inner {
             }
             StatusCode::OK => {
                 let total = super::content_length(&parts.headers).unwrap_or(u64::MAX);
-                if !same_version(&ours, object.body_len, &parts.headers, total) {
+                if !same_version(ours, object.body_len, &parts.headers, total) {
                     return Err(SliceError::Changed);
                 }
                 self.slices_from_full_body(object, index, body).await
