@@ -16,14 +16,17 @@ if [ -n "${CI:-}" ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Debian packages the tests need. Add to this list when a test starts driving another program
-# (later: iproute2, unbound, ...).
+# Debian packages the tests need. Add to this list when a test starts driving another program.
 #   curl, ca-certificates  HTTP clients and trust roots
 #   chromium               loads the demo page over HTTP/3 in a real browser
 #   python3, python3-venv  runs the independent Python HTTP/3 client (edge/tests/h3_fetch.py)
 #   ffmpeg                 makes test videos; ffprobe and ffmpeg seek in them through the edge
-#   dnsutils               dig, which queries geodns in its integration tests
-PACKAGES=(ca-certificates curl chromium python3 python3-venv ffmpeg dnsutils)
+#   dnsutils               dig, which queries geodns in its integration tests and the testnet
+#   iproute2, iputils-ping the testnet's namespaces, links and routes; round trips
+#   unbound                the testnet's recursive resolver per region (ECS via subnetcache)
+#   docker-compose         parses docker/compose.yaml (no engine needed) to keep it in step
+PACKAGES=(ca-certificates curl chromium python3 python3-venv ffmpeg dnsutils iproute2
+  iputils-ping unbound docker-compose)
 # ---------------------------------------------------------------------------------------------
 # PyPI packages for the Python HTTP/3 client, installed into target/test-venv.
 PY_PACKAGES=(niquests)
