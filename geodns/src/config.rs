@@ -43,6 +43,9 @@ pub struct ListenConfig {
     /// Largest UDP response we send, whatever EDNS offers: 1232 avoids IP fragmentation
     /// (DNS Flag Day 2020).
     pub max_udp_payload: u16,
+    /// Threads (each with its own `SO_REUSEPORT` socket) serving UDP; 0: one per CPU this
+    /// process may run on, at most 8.
+    pub udp_threads: usize,
 }
 
 impl Default for ListenConfig {
@@ -52,6 +55,7 @@ impl Default for ListenConfig {
             admin: Some(([127, 0, 0, 1], 9153).into()),
             tcp_timeout: Duration::from_secs(10),
             max_udp_payload: 1232,
+            udp_threads: 0,
         }
     }
 }
@@ -316,6 +320,9 @@ impl GeoDnsConfig {
         }
         if self.health.rise == 0 || self.health.fall == 0 {
             return bad("health.rise and health.fall must be at least 1".into());
+        }
+        if self.listen.udp_threads > 256 {
+            return bad("listen.udp_threads: at most 256 (0 picks one per CPU)".into());
         }
         if self.listen.max_udp_payload < 512 {
             return bad("listen.max_udp_payload must be at least 512".into());

@@ -17,4 +17,5 @@ pub mod health;
 pub mod metrics;
 pub mod select;
 pub mod server;
+mod udp;
 pub mod zone;

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub failed_open: Counter,
     pub reloads: Counter,
     pub reload_errors: Counter,
+    /// UDP queries answered from the answer cache, and by the full handler.
+    pub udp_cache_hits: Counter,
+    pub udp_cache_misses: Counter,
 }
 
 impl Metrics {
@@ -48,6 +51,18 @@ impl Metrics {
             "Reloads rejected (the previous config stays in use)",
             reload_errors.clone(),
         );
+        let udp_cache_hits = Counter::default();
+        registry.register(
+            "udp_cache_hits",
+            "UDP queries answered from the answer cache",
+            udp_cache_hits.clone(),
+        );
+        let udp_cache_misses = Counter::default();
+        registry.register(
+            "udp_cache_misses",
+            "UDP queries answered by the full handler (new, unusual or uncacheable queries)",
+            udp_cache_misses.clone(),
+        );
         registry.register_collector(Box::new(HealthCollector { health, pops }));
         Self {
             registry,
@@ -55,6 +70,8 @@ impl Metrics {
             failed_open,
             reloads,
             reload_errors,
+            udp_cache_hits,
+            udp_cache_misses,
         }
     }
 

@@ -62,6 +62,13 @@ impl State {
     }
 }
 
+impl State {
+    /// The database location of an address (see [`GeoDb::lookup`]).
+    pub(crate) fn locate(&self, ip: IpAddr) -> Option<crate::geo::Location> {
+        self.geo.lookup(ip)
+    }
+}
+
 /// Where an answer's client location came from, for the ECS scope.
 struct Chosen {
     addrs: Vec<IpAddr>,
@@ -119,6 +126,7 @@ impl Handler {
         let selection = select::nearest(&candidates, from, target.answers, &state.default_order);
         if selection.failed_open {
             self.metrics.failed_open.inc();
+            crate::udp::note_failed_open();
             self.log_failed_open(&target.name.to_string());
         }
         let addrs = selection
@@ -131,6 +139,28 @@ impl Handler {
             first_pop: selection.indices.first().map(|&i| pops[i].name.clone()),
             scope: location.map(|l| l.prefix_len),
         }
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A cached fail-open answer was served again: count and (rate-limited) log it.
+    pub(crate) fn failed_open_again(&self, qname_wire: &[u8]) {
+        self.metrics.failed_open.inc();
+        let mut name = String::new();
+        let mut at = 0;
+        while let Some(&len) = qname_wire.get(at)
+            && len > 0
+        {
+            let label = qname_wire
+                .get(at + 1..at + 1 + usize::from(len))
+                .unwrap_or_default();
+            name.push_str(&String::from_utf8_lossy(label));
+            name.push('.');
+            at += 1 + usize::from(len);
+        }
+        self.log_failed_open(&name);
     }
 
     fn log_failed_open(&self, name: &str) {
@@ -357,7 +387,8 @@ impl Handler {
         if config.log.query_log {
             tracing::info!(target: "query", %name, %qtype, rcode = %code, %pop);
         }
-        self.metrics
+        let counter = self
+            .metrics
             .queries
             .get_or_create(&QueryLabels {
                 name,
@@ -365,7 +396,9 @@ impl Handler {
                 rcode: code.to_string(),
                 pop,
             })
-            .inc();
+            .clone();
+        counter.inc();
+        crate::udp::note_outcome(counter);
     }
 }
 
@@ -386,6 +419,7 @@ pub struct RunningGeoDns {
     reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    udp: Option<crate::udp::UdpServer>,
 }
 
 impl RunningGeoDns {
@@ -413,9 +447,28 @@ impl RunningGeoDns {
 
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(udp) = self.udp {
+            let _ = tokio::task::spawn_blocking(move || udp.shutdown()).await;
+        }
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// hickory's server owns its handler; the UDP threads share the same one.
+struct SharedHandler(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
     }
 }
 
@@ -450,22 +503,28 @@ pub async fn start(
         metrics: metrics.clone(),
     });
 
-    let udp = tokio::net::UdpSocket::bind(config.listen.dns)
-        .await
+    let sockets = crate::udp::bind(config.listen.dns, config.listen.udp_threads)
         .with_context(|| format!("cannot listen for DNS on UDP {}", config.listen.dns))?;
-    let dns = udp.local_addr()?;
+    let dns = sockets[0].local_addr()?;
     // TCP on the port UDP got (they differ only when the config asks for port 0).
     let tcp = tokio::net::TcpListener::bind(dns)
         .await
         .with_context(|| format!("cannot listen for DNS on TCP {dns}"))?;
-    let handler = Handler {
+    let handler = Arc::new(Handler {
         state: state.clone(),
         health: health.clone(),
         metrics: metrics.clone(),
         failed_open_logged: AtomicU64::new(0),
-    };
-    let mut server = hickory_server::Server::new(handler);
-    server.register_socket(udp);
+    });
+    let udp = crate::udp::UdpServer::start(
+        sockets,
+        handler.clone(),
+        state.clone(),
+        health.clone(),
+        tokio::runtime::Handle::current(),
+    )?;
+    // hickory serves TCP; UDP has its own threads (see udp.rs).
+    let mut server = hickory_server::Server::new(SharedHandler(handler));
     // 64 KiB of buffered responses per TCP connection is plenty for one resolver.
     server.register_listener(tcp, config.listen.tcp_timeout, 64);
 
@@ -520,6 +579,7 @@ pub async fn start(
         reloader,
         stop,
         tasks,
+        udp: Some(udp),
     })
 }
 

@@ -7,3 +7,4 @@ mod failover;
 mod h3health;
 mod support;
 mod tools;
+mod udpcache;

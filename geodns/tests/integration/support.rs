@@ -234,6 +234,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the config changed by `edit` first.
+    pub async fn start_with(edit: impl FnOnce(&mut GeoDnsConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = write_db(dir.path());
         let health = [
@@ -241,7 +246,8 @@ impl Fixture {
             HealthServer::start().await,
             HealthServer::start().await,
         ];
-        let cfg = config(&db, [&health[0].url, &health[1].url, &health[2].url]);
+        let mut cfg = config(&db, [&health[0].url, &health[1].url, &health[2].url]);
+        edit(&mut cfg);
         let server = geodns::server::start(cfg, None).await.unwrap();
         Self {
             server,
