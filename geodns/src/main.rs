@@ -60,7 +60,7 @@ fn run() -> anyhow::Result<()> {
         println!("config OK");
         return Ok(());
     }
-    shared::telemetry::init(&config.log.filter, config.log.format);
+    let _log = shared::telemetry::init(&config.log.filter, config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -98,7 +98,7 @@ fn run() -> anyhow::Result<ExitCode> {
     };
     match args.command {
         Cmd::Up => {
-            shared::telemetry::init("warn", shared::telemetry::LogFormat::Text);
+            let _log = shared::telemetry::init("warn", shared::telemetry::LogFormat::Text);
             let paths = Paths {
                 state_dir,
                 bin_dir,
@@ -134,7 +134,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::PrintConfig => print!("{}", toml::to_string(&config)?),
         Cmd::Emulate { spec, ready } => {
-            shared::telemetry::init("info", shared::telemetry::LogFormat::Text);
+            let _log = shared::telemetry::init("info", shared::telemetry::LogFormat::Text);
             let text =
                 std::fs::read(&spec).with_context(|| format!("cannot read {}", spec.display()))?;
             let spec: testnet::emulator::EmulatorSpec = serde_json::from_slice(&text)?;
@@ -145,7 +145,7 @@ fn run() -> anyhow::Result<ExitCode> {
             })?;
         }
         Cmd::Origin { listen } => {
-            shared::telemetry::init("info", shared::telemetry::LogFormat::Text);
+            let _log = shared::telemetry::init("info", shared::telemetry::LogFormat::Text);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let origin = edge::demo::DemoOrigin::start(listen).await?;

@@ -133,7 +133,7 @@ async fn media() -> &'static Media {
 
 fn init_logging() {
     if std::env::var_os("RUST_LOG").is_some() {
-        shared::telemetry::init("info", shared::telemetry::LogFormat::Text);
+        let _log = shared::telemetry::init("info", shared::telemetry::LogFormat::Text);
     }
 }
 
