@@ -195,8 +195,8 @@ impl Service {
                 "request loop: this edge already appears in Via",
             ));
         }
-        let origin_req = match self.origin_parts(ctx, site, host, parts, path_and_query) {
-            Ok(p) => p,
+        let uri = match site.origin.join(path_and_query) {
+            Ok(uri) => uri,
             Err(e) => {
                 return Routed::new(cache::error_response(
                     StatusCode::BAD_REQUEST,
@@ -204,6 +204,8 @@ impl Service {
                 ));
             }
         };
+        // Built only if the origin is needed: most requests are hits.
+        let origin_req = || self.origin_parts(ctx, site, host, parts, uri.clone());
         let served = if cache::policy::cacheable_method(&parts.method) {
             let lookup = Lookup {
                 method: &parts.method,
@@ -212,10 +214,10 @@ impl Service {
                 path_and_query,
             };
             self.cache
-                .serve(&lookup, origin_req, self.upstream.clone())
+                .serve(&lookup, &origin_req, self.upstream.clone())
                 .await
         } else {
-            self.forward(host, path_and_query, origin_req, req_body)
+            self.forward(host, path_and_query, origin_req(), req_body)
                 .await
         };
         Routed {
@@ -269,9 +271,8 @@ impl Service {
         site: &Site,
         host: &str,
         parts: &http::request::Parts,
-        path_and_query: &str,
-    ) -> Result<http::request::Parts, http::Error> {
-        let uri = site.origin.join(path_and_query)?;
+        uri: http::Uri,
+    ) -> http::request::Parts {
         let mut headers = parts.headers.clone();
         headers::strip_hop_by_hop(&mut headers);
         // The edge answers 100-continue itself; the origin client does not speak it.
@@ -293,7 +294,7 @@ impl Service {
         out.uri = uri;
         out.version = Version::HTTP_11;
         out.headers = headers;
-        Ok(out)
+        out
     }
 
     fn health(&self) -> Served {

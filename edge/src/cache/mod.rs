@@ -147,12 +147,14 @@ impl Cache {
         &self.inner.counters
     }
 
-    /// Answers a GET or HEAD. `origin_req` is the request to send to the origin on a miss
-    /// (absolute URI, proxy headers already applied); the cache adjusts its conditionals.
+    /// Answers a GET or HEAD. `origin_req` builds the request to send to the origin on a miss
+    /// (absolute URI, proxy headers already applied; the cache adjusts its conditionals). It
+    /// is called only when the origin may be needed: a fresh hit on a whole object never
+    /// builds it.
     pub async fn serve(
         &self,
         lookup: &Lookup<'_>,
-        origin_req: http::request::Parts,
+        origin_req: &(dyn Fn() -> http::request::Parts + Send + Sync),
         upstream: Arc<dyn Upstream>,
     ) -> Served {
         let inner = &self.inner;
@@ -169,18 +171,18 @@ impl Cache {
                     return match inner.discovery_slice(lookup.headers) {
                         Some(index) => {
                             inner
-                                .miss(lookup, &primary, origin_req, upstream, Some(index))
+                                .miss(lookup, &primary, origin_req(), upstream, Some(index))
                                 .await
                         }
-                        None => inner.pass(origin_req, upstream, "range").await,
+                        None => inner.pass(origin_req(), upstream, "range").await,
                     };
                 }
                 return inner
-                    .miss(lookup, &primary, origin_req, upstream, None)
+                    .miss(lookup, &primary, origin_req(), upstream, None)
                     .await;
             };
             let origin = OriginTemplate {
-                parts: origin_req.clone(),
+                parts: meta.sliced.map(|_| Arc::new(origin_req())),
                 upstream: upstream.clone(),
             };
             let served = match inner.freshness(lookup.headers, &meta) {
@@ -198,7 +200,7 @@ impl Cache {
                         .serve_stored(lookup, meta.clone(), Outcome::StaleHit, None, &origin)
                         .await;
                     served.map(|mut served| {
-                        inner.revalidate_in_background(&variant, &origin_req, &upstream, meta);
+                        inner.revalidate_in_background(&variant, &origin_req(), &upstream, meta);
                         served.status.ttl = Some(-(staleness.as_secs() as i64));
                         served.status.detail = Some("stale-while-revalidate");
                         served
@@ -218,7 +220,7 @@ impl Cache {
                     };
                     return inner
                         .clone()
-                        .fetch(lookup, flight, origin_req, upstream)
+                        .fetch(lookup, flight, origin_req(), upstream)
                         .await;
                 }
             };
@@ -360,7 +362,7 @@ impl Inner {
         let (mut landed, leader) =
             self.join_or_start(&key, &origin_req, &upstream, stale.clone(), discover);
         let origin = OriginTemplate {
-            parts: origin_req.clone(),
+            parts: Some(Arc::new(origin_req.clone())),
             upstream: upstream.clone(),
         };
         let collapsed = leader.is_none();

@@ -44,10 +44,11 @@ pub(super) struct SliceFlights {
     map: Mutex<HashMap<String, watch::Receiver<Option<SliceResult>>>>,
 }
 
-/// What a slice fetch needs to reach the origin.
+/// What a slice fetch needs to reach the origin. `parts` is `None` for objects that are not
+/// sliced: a hit on them never goes to the origin, so the request is not built.
 #[derive(Clone)]
 pub(super) struct OriginTemplate {
-    pub(super) parts: http::request::Parts,
+    pub(super) parts: Option<Arc<http::request::Parts>>,
     pub(super) upstream: Arc<dyn Upstream>,
 }
 
@@ -258,7 +259,12 @@ impl Inner {
     ) -> SliceResult {
         let size = object.sliced.unwrap_or(1).max(1);
         let want = range::slice_range(index, size, object.body_len);
-        let mut req: Request<Body> = fill_request(&origin.parts, None);
+        let Some(origin_parts) = &origin.parts else {
+            return Err(SliceError::Fetch(
+                "no origin request for this object".into(),
+            ));
+        };
+        let mut req: Request<Body> = fill_request(origin_parts, None);
         let value = format!("bytes={}-{}", want.start, want.end - 1);
         if let Ok(v) = HeaderValue::from_str(&value) {
             req.headers_mut().insert(header::RANGE, v);
