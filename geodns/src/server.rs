@@ -127,7 +127,7 @@ impl Handler {
         if selection.failed_open {
             self.metrics.failed_open.inc();
             crate::udp::note_failed_open();
-            self.log_failed_open(&target.name.to_string());
+            self.log_failed_open(&target.name);
         }
         let addrs = selection
             .indices
@@ -146,24 +146,13 @@ impl Handler {
     }
 
     /// A cached fail-open answer was served again: count and (rate-limited) log it.
-    pub(crate) fn failed_open_again(&self, qname_wire: &[u8]) {
+    pub(crate) fn failed_open_again(&self, name: &str) {
         self.metrics.failed_open.inc();
-        let mut name = String::new();
-        let mut at = 0;
-        while let Some(&len) = qname_wire.get(at)
-            && len > 0
-        {
-            let label = qname_wire
-                .get(at + 1..at + 1 + usize::from(len))
-                .unwrap_or_default();
-            name.push_str(&String::from_utf8_lossy(label));
-            name.push('.');
-            at += 1 + usize::from(len);
-        }
         self.log_failed_open(&name);
     }
 
-    fn log_failed_open(&self, name: &str) {
+    /// Takes the name as `Display` so nothing is formatted unless the line is written.
+    fn log_failed_open(&self, name: &dyn std::fmt::Display) {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -175,7 +164,7 @@ impl Handler {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::error!(%name, "no POP is healthy: answering with all of them (fail open)");
+            tracing::error!(name = %name, "no POP is healthy: answering with all of them (fail open)");
         }
     }
 }
@@ -239,45 +228,25 @@ impl RequestHandler for Handler {
             e
         });
         let query = match request.request_info() {
-            Ok(info) if request.metadata.op_code == OpCode::Query => info.query.clone(),
-            Ok(_) => {
-                return self
-                    .error(
-                        request,
-                        builder,
-                        edns,
-                        ResponseCode::NotImp,
-                        response_handle,
-                    )
-                    .await;
-            }
-            Err(_) => {
-                return self
-                    .error(
-                        request,
-                        builder,
-                        edns,
-                        ResponseCode::FormErr,
-                        response_handle,
-                    )
-                    .await;
-            }
+            Ok(info) if request.metadata.op_code == OpCode::Query => Ok(info.query.clone()),
+            Ok(_) => Err(ResponseCode::NotImp),
+            Err(_) => Err(ResponseCode::FormErr),
         };
         let client = client_of(request);
-        let locate = match &client {
-            Client::Invalid => {
+        let found = match (query, &client) {
+            (Err(code), _) => Err(code),
+            // An ECS prefix longer than its family allows is malformed (RFC 7871 7.1.2).
+            (Ok(_), Client::Invalid) => Err(ResponseCode::FormErr),
+            (Ok(q), Client::Subnet(cs)) => Ok((q, cs.addr())),
+            (Ok(q), Client::Resolver(ip)) => Ok((q, *ip)),
+        };
+        let (query, locate) = match found {
+            Ok(found) => found,
+            Err(code) => {
                 return self
-                    .error(
-                        request,
-                        builder,
-                        edns,
-                        ResponseCode::FormErr,
-                        response_handle,
-                    )
+                    .error(request, builder, edns, code, response_handle)
                     .await;
             }
-            Client::Subnet(cs) => cs.addr(),
-            Client::Resolver(ip) => *ip,
         };
         let qname: &LowerName = query.name();
         let qtype = query.query_type();

@@ -213,7 +213,7 @@ impl Worker {
         let fast = (!state.config.log.query_log)
             .then(|| Query::parse(raw))
             .flatten();
-        let Some(query) = fast else {
+        let Some(mut query) = fast else {
             return self.slow(raw, src);
         };
         let key = query.key(&state, src.ip(), state.config.listen.max_udp_payload);
@@ -221,8 +221,8 @@ impl Worker {
             entry.assemble(&query, &key, &mut self.out);
             entry.counter.inc();
             self.handler.metrics().udp_cache_hits.inc();
-            if entry.failed_open {
-                self.handler.failed_open_again(&key.qname);
+            if let Some(name) = &entry.failed_open {
+                self.handler.failed_open_again(name);
             }
             return true;
         }
@@ -465,7 +465,8 @@ impl<'a> Query<'a> {
         }
     }
 
-    fn key(&self, state: &State, src: IpAddr, max_udp: u16) -> Key {
+    /// The cache key; takes the lowercased name out of the query (it is not needed again).
+    fn key(&mut self, state: &State, src: IpAddr, max_udp: u16) -> Key {
         let client = self.locate(src);
         let over = state
             .config
@@ -477,7 +478,7 @@ impl<'a> Query<'a> {
             (coords, l.prefix_len)
         });
         Key {
-            qname: self.qname_lower.clone(),
+            qname: std::mem::take(&mut self.qname_lower),
             qtype: self.qtype,
             qclass: self.qclass,
             flags: self.flags,
@@ -500,7 +501,9 @@ struct Entry {
     /// ECS scope prefix to answer with.
     scope: u8,
     counter: Counter,
-    failed_open: bool,
+    /// The query name, when the answer was a fail-open one (every POP down): hits count and
+    /// log it again.
+    failed_open: Option<Box<str>>,
 }
 
 impl Entry {
@@ -572,12 +575,29 @@ impl Entry {
             records: resp.get(start..records_end)?.into(),
             scope,
             counter,
-            failed_open,
+            failed_open: failed_open.then(|| wire_name(&key.qname).into()),
         };
         let mut rebuilt = Vec::with_capacity(resp.len());
         entry.assemble(q, key, &mut rebuilt);
         (rebuilt == resp).then_some(entry)
     }
+}
+
+/// `www.cdn.test.` from its uncompressed wire form.
+fn wire_name(wire: &[u8]) -> String {
+    let mut name = String::new();
+    let mut at = 0;
+    while let Some(&len) = wire.get(at)
+        && len > 0
+    {
+        let label = wire
+            .get(at + 1..at + 1 + usize::from(len))
+            .unwrap_or_default();
+        name.push_str(&String::from_utf8_lossy(label));
+        name.push('.');
+        at += 1 + usize::from(len);
+    }
+    name
 }
 
 fn skip_name(b: &[u8], mut at: usize) -> Option<usize> {
@@ -688,6 +708,12 @@ mod tests {
         ] {
             assert!(Query::parse(&q).is_none(), "{what}");
         }
+    }
+
+    #[test]
+    fn wire_names_read_back() {
+        assert_eq!(wire_name(b"\x03www\x03cdn\x04test\x00"), "www.cdn.test.");
+        assert_eq!(wire_name(b"\x00"), "");
     }
 
     #[test]
