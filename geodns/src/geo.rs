@@ -385,18 +385,6 @@ mod tests {
     use super::*;
 
     #[derive(Serialize)]
-    struct CityRecord {
-        location: CityLoc,
-        country: IsoCode,
-        continent: ContinentCode,
-    }
-    #[derive(Serialize)]
-    struct CityLoc {
-        latitude: f64,
-        longitude: f64,
-        accuracy_radius: u16,
-    }
-    #[derive(Serialize)]
     struct IsoCode {
         iso_code: &'static str,
     }
@@ -435,28 +423,24 @@ mod tests {
     }
 
     fn city_db(dir: &tempfile::TempDir) -> PathBuf {
-        let mut w = Writer::new("GeoIP2-City");
-        let frankfurt = CityRecord {
-            location: CityLoc {
-                latitude: 50.1109,
-                longitude: 8.6821,
-                accuracy_radius: 20,
-            },
-            country: IsoCode { iso_code: "DE" },
-            continent: ContinentCode { code: "EU" },
+        let city = |net: &str, latitude, longitude, accuracy_radius, country, continent| {
+            crate::citydb::CityNetwork {
+                network: net.parse().expect("test network"),
+                latitude,
+                longitude,
+                accuracy_radius,
+                country,
+                continent,
+            }
         };
-        let singapore = CityRecord {
-            location: CityLoc {
-                latitude: 1.2897,
-                longitude: 103.8501,
-                accuracy_radius: 50,
-            },
-            country: IsoCode { iso_code: "SG" },
-            continent: ContinentCode { code: "AS" },
-        };
-        w.insert(net("10.1.0.0/16"), &frankfurt).expect("insert");
-        w.insert(net("2001:db8::/32"), &singapore).expect("insert");
-        save(dir, "city.mmdb", &w)
+        let networks = [
+            city("10.1.0.0/16", 50.1109, 8.6821, 20, "DE", "EU"),
+            city("2001:db8::/32", 1.2897, 103.8501, 50, "SG", "AS"),
+        ];
+        let path = dir.path().join("city.mmdb");
+        let bytes = crate::citydb::encode(&networks).expect("serialize db");
+        std::fs::write(&path, bytes).expect("write db");
+        path
     }
 
     fn open(paths: &[PathBuf]) -> GeoDb {

@@ -7,55 +7,29 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use geodns::citydb::CityNetwork;
 
 use crate::config::TestnetConfig;
 use crate::plan::Plan;
-
-#[derive(Serialize)]
-struct City {
-    location: Location,
-    country: IsoCode,
-    continent: ContinentCode,
-}
-
-#[derive(Serialize)]
-struct Location {
-    latitude: f64,
-    longitude: f64,
-    accuracy_radius: u16,
-}
-
-#[derive(Serialize)]
-struct IsoCode {
-    iso_code: &'static str,
-}
-
-#[derive(Serialize)]
-struct ContinentCode {
-    code: &'static str,
-}
 
 /// A GeoIP2-City-shaped database with one network per region: its client subnet.
 /// Nothing else is in it, so a resolver's own address (on the datacenter LAN) is unknown
 /// and only EDNS Client Subnet can route its clients.
 pub fn write_mmdb(plan: &Plan, path: &Path) -> anyhow::Result<()> {
-    let mut w = mmdb_writer::Writer::new("GeoIP2-City");
-    for r in &plan.regions {
-        let city = City {
-            location: Location {
-                latitude: r.latitude,
-                longitude: r.longitude,
-                accuracy_radius: 50,
-            },
-            // Test data: the region name is what matters, not the country.
-            country: IsoCode { iso_code: "ZZ" },
-            continent: ContinentCode { code: "ZZ" },
-        };
-        w.insert(ipnet::IpNet::V4(r.client_net), &city)
-            .with_context(|| format!("cannot add {} to the MaxMind DB", r.client_net))?;
-    }
-    let bytes = w.to_bytes().context("cannot encode the MaxMind DB")?;
+    let networks: Vec<CityNetwork<'_>> = plan
+        .regions
+        .iter()
+        .map(|r| CityNetwork {
+            network: ipnet::IpNet::V4(r.client_net),
+            latitude: r.latitude,
+            longitude: r.longitude,
+            accuracy_radius: 50,
+            // Test data: the region's coordinates are what matters, not the country.
+            country: "ZZ",
+            continent: "ZZ",
+        })
+        .collect();
+    let bytes = geodns::citydb::encode(&networks).context("cannot encode the MaxMind DB")?;
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use geodns::citydb::CityNetwork;
 use geodns::config::GeoDnsConfig;
 use geodns::server::RunningGeoDns;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
-use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// POP addresses, by POP.
@@ -24,53 +24,26 @@ pub const IAD: &str = "198.51.100.20";
 pub const SIN: &str = "198.51.100.30";
 pub const FRA6: &str = "2001:db8:10::1";
 
-#[derive(Serialize)]
-struct City {
-    location: Loc,
-    country: Code<&'static str>,
-    continent: Continent,
-}
-#[derive(Serialize)]
-struct Loc {
-    latitude: f64,
-    longitude: f64,
-    accuracy_radius: u16,
-}
-#[derive(Serialize)]
-struct Code<T> {
-    iso_code: T,
-}
-#[derive(Serialize)]
-struct Continent {
-    code: &'static str,
-}
-
 /// A GeoIP2-City-shaped database: 10.1/16 Frankfurt, 10.2/16 Ashburn, 10.3/16 Singapore,
 /// 10.4/16 Paris (nearest Frankfurt), 2001:db8:1::/48 Frankfurt.
 pub fn write_db(dir: &Path) -> PathBuf {
-    let mut w = mmdb_writer::Writer::new("GeoIP2-City");
-    let city = |lat, lon, cc, cont| City {
-        location: Loc {
-            latitude: lat,
-            longitude: lon,
-            accuracy_radius: 20,
-        },
-        country: Code { iso_code: cc },
-        continent: Continent { code: cont },
+    let city = |net: &str, latitude, longitude, country, continent| CityNetwork {
+        network: net.parse().unwrap(),
+        latitude,
+        longitude,
+        accuracy_radius: 20,
+        country,
+        continent,
     };
-    let entries = [
-        ("10.1.0.0/16", city(50.11, 8.68, "DE", "EU")),
-        ("10.2.0.0/16", city(39.04, -77.49, "US", "NA")),
-        ("10.3.0.0/16", city(1.29, 103.85, "SG", "AS")),
-        ("10.4.0.0/16", city(48.86, 2.35, "FR", "EU")),
-        ("2001:db8:1::/48", city(50.11, 8.68, "DE", "EU")),
+    let networks = [
+        city("10.1.0.0/16", 50.11, 8.68, "DE", "EU"),
+        city("10.2.0.0/16", 39.04, -77.49, "US", "NA"),
+        city("10.3.0.0/16", 1.29, 103.85, "SG", "AS"),
+        city("10.4.0.0/16", 48.86, 2.35, "FR", "EU"),
+        city("2001:db8:1::/48", 50.11, 8.68, "DE", "EU"),
     ];
-    for (net, record) in entries {
-        w.insert(net.parse::<ipnet::IpNet>().unwrap(), &record)
-            .unwrap();
-    }
     let path = dir.join("test-city.mmdb");
-    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+    std::fs::write(&path, geodns::citydb::encode(&networks).unwrap()).unwrap();
     path
 }
 
