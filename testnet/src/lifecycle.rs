@@ -81,7 +81,6 @@ pub fn up(config: &TestnetConfig, paths: &Paths) -> anyhow::Result<State> {
     let mut state = State {
         config: config.clone(),
         dir: dir.clone(),
-        bin_dir: paths.bin_dir.clone(),
         ca: std::fs::canonicalize(ca.cert_path())?,
         processes: Vec::new(),
     };

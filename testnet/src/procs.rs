@@ -23,7 +23,6 @@ use crate::config::TestnetConfig;
 pub struct State {
     pub config: TestnetConfig,
     pub dir: PathBuf,
-    pub bin_dir: PathBuf,
     pub ca: PathBuf,
     pub processes: Vec<Proc>,
 }
