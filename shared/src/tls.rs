@@ -118,6 +118,26 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
         .with_no_client_auth())
 }
 
+/// A root store holding only the CAs of a PEM file: for clients that must trust a private CA
+/// and nothing else (the testnet's probes, benchmarks). An empty file is an error.
+pub fn ca_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let certs = load_certificates(path)?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "CA file holds no certificate".into(),
+        });
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: format!("unusable CA certificate: {e}"),
+        })?;
+    }
+    Ok(roots)
+}
+
 /// Loads every certificate of a PEM file (a CA bundle).
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
@@ -685,6 +705,21 @@ mod tests {
         ));
         assert_eq!(spki, expected);
         first.material.server_config(&[b"h2"]).unwrap();
+    }
+
+    #[test]
+    fn ca_roots_hold_only_the_file_and_reject_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, DevCa::generate("roots CA").unwrap().cert_pem()).unwrap();
+        assert_eq!(ca_roots(&ca_path).unwrap().len(), 1);
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let err = ca_roots(&empty).unwrap_err().to_string();
+        assert!(
+            err.contains("empty.pem") && err.contains("no certificate"),
+            "{err}"
+        );
     }
 
     #[test]

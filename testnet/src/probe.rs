@@ -224,16 +224,7 @@ fn server_name(url: &http::Uri) -> anyhow::Result<String> {
 /// TLS 1.3 (QUIC needs it), ALPN h3, trusting only the CAs in `ca`. Not
 /// `shared::tls::client_config`: that one adds the public web roots.
 fn client_tls(ca: &Path) -> anyhow::Result<QuicClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = shared::tls::load_certificates(ca)?;
-    if certs.is_empty() {
-        bail!("CA file {} holds no certificate", ca.display());
-    }
-    for cert in certs {
-        roots
-            .add(cert)
-            .with_context(|| format!("CA file {}: unusable certificate", ca.display()))?;
-    }
+    let roots = shared::tls::ca_roots(ca)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(shared::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)

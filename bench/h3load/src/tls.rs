@@ -1,10 +1,9 @@
 //! The client's TLS: TLS 1.3 with ALPN `h3`, trusting the web roots, one CA file, or (bench
 //! only) any certificate at all.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -33,7 +32,7 @@ pub(crate) fn client_config(trust: &Trust) -> anyhow::Result<QuicClientConfig> {
         // QUIC negotiates TLS 1.3 only, whatever else the config would allow.
         Trust::WebRoots => shared::tls::client_config(None)?,
         Trust::CaFile(path) => builder
-            .with_root_certificates(ca_roots(path)?)
+            .with_root_certificates(shared::tls::ca_roots(path)?)
             .with_no_client_auth(),
         Trust::DangerAcceptAnyCertificate => builder
             .dangerous()
@@ -42,20 +41,6 @@ pub(crate) fn client_config(trust: &Trust) -> anyhow::Result<QuicClientConfig> {
     };
     tls.alpn_protocols = vec![b"h3".to_vec()];
     Ok(QuicClientConfig::try_from(tls)?)
-}
-
-fn ca_roots(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = shared::tls::load_certificates(path)?;
-    if certs.is_empty() {
-        bail!("CA file {} holds no certificate", path.display());
-    }
-    for cert in certs {
-        roots
-            .add(cert)
-            .with_context(|| format!("CA file {}: unusable certificate", path.display()))?;
-    }
-    Ok(roots)
 }
 
 /// Accepts every certificate chain; checks only that the server holds the key it presents.
