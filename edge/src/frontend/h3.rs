@@ -22,6 +22,9 @@ use crate::body::{self, Body, BoxError};
 use crate::config::{Congestion, QuicConfig};
 use crate::service::{Protocol, RequestCtx, Service};
 
+/// How long a drained connection waits for the client to close it before the edge does.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Builds the QUIC endpoint on `socket` with the edge's certificate and transport limits.
 pub fn endpoint(
     socket: std::net::UdpSocket,
@@ -86,6 +89,8 @@ pub async fn serve(
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = shutdown.wait_for(|stop| *stop) => break,
+            // Reap ended connections so the set stays as large as the open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let Some(incoming) = incoming else { break };
         if open.load(Ordering::Relaxed) >= config.max_connections {
@@ -123,38 +128,52 @@ async fn connection(
     let peer = conn.remote_address();
     let mut h3 = h3::server::builder()
         .max_field_section_size(max_header)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
         .await?;
     let mut requests = JoinSet::new();
     let mut stopping = false;
     loop {
-        let accepted = tokio::select! {
-            accepted = h3.accept() => Some(accepted),
-            _ = stop.wait_for(|s| *s), if !stopping => None,
-        };
-        let Some(accepted) = accepted else {
+        let mut goaway = false;
+        tokio::select! {
+            // Reap finished streams as they end, so a long-lived connection does not collect
+            // one finished task per request it ever served.
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            _ = stop.wait_for(|s| *s), if !stopping => goaway = true,
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let service = service.clone();
+                    requests.spawn(async move {
+                        match resolver.resolve_request().await {
+                            Ok((req, stream)) => request(service, peer, req, stream).await,
+                            Err(e) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if !e.is_h3_no_error() {
+                        tracing::debug!(%peer, error = %e, "HTTP/3 connection closed");
+                    }
+                    break;
+                }
+            },
+        }
+        if goaway {
             stopping = true;
             // GOAWAY: no new requests; those already accepted complete.
             h3.shutdown(0).await?;
-            continue;
-        };
-        match accepted {
-            Ok(Some(resolver)) => {
-                let service = service.clone();
-                requests.spawn(async move {
-                    match resolver.resolve_request().await {
-                        Ok((req, stream)) => request(service, peer, req, stream).await,
-                        Err(e) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
-                    }
-                });
-            }
-            Ok(None) => break,
-            Err(e) => {
-                if !e.is_h3_no_error() {
-                    tracing::debug!(%peer, error = %e, "HTTP/3 connection closed");
-                }
-                break;
-            }
+        }
+        if stopping && requests.is_empty() {
+            // Every response is queued, but maybe not yet delivered, and closing discards
+            // unsent data. A live client closes by itself once it has read its responses after
+            // GOAWAY; a vanished one never does and would hold shutdown for the whole grace.
+            // So wait for the client's close, but only for a short linger.
+            let _ = tokio::time::timeout(CLOSE_LINGER, conn.closed()).await;
+            conn.close(
+                h3::error::Code::H3_NO_ERROR.value().try_into()?,
+                b"shutting down",
+            );
+            return Ok(());
         }
     }
     while requests.join_next().await.is_some() {}

@@ -111,3 +111,40 @@ async fn garbage_datagrams_do_not_disturb_the_quic_endpoint() {
     assert_eq!(fresh.get(&edge.url(Proto::H3, "/ok")).await.text(), "ok");
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_does_not_hold_up_shutdown() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.listen.shutdown_grace = Duration::from_secs(10);
+    })
+    .await;
+    // A client that completes the QUIC handshake, then neither sends requests nor closes:
+    // a load generator that was killed, a phone that went to sleep.
+    let mut tls = crate::support::client::pinned_client_config(Some(&edge.cert_der()));
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(tls)));
+    let conn = endpoint
+        .connect(edge.running.h3_addr().unwrap(), "localhost")
+        .unwrap()
+        .await
+        .expect("QUIC handshake");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    edge.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown waited {took:?} for an idle client instead of closing it"
+    );
+    // The edge closed the connection itself, with H3_NO_ERROR (0x100).
+    match tokio::time::timeout(Duration::from_secs(2), conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x100))
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+}
