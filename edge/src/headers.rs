@@ -7,33 +7,44 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
-/// Hop-by-hop fields (RFC 9110 7.6.1), plus the non-standard ones proxies also strip.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop fields (RFC 9110 7.6.1), plus the non-standard ones proxies also strip. Kept as
+/// `HeaderName`s: removal by `&str` would parse each name again on every response.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+/// Whether a header is hop-by-hop, and so never forwarded or stored.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
 
 /// Removes hop-by-hop fields, including every field the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for name in &HOP_BY_HOP {
+        // `remove` on an absent name still hashes and probes; most responses have none.
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -50,10 +61,15 @@ pub fn protocol_version(version: Version) -> &'static str {
 
 /// Appends `<version> <pseudonym>` to `Via`.
 pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
-    let entry = format!("{} {pseudonym}", protocol_version(version));
-    if let Ok(value) = HeaderValue::from_str(&entry) {
+    if let Some(value) = via_value(version, pseudonym) {
         headers.append(header::VIA, value);
     }
+}
+
+/// The `Via` entry this node adds for a message of `version`; None if the pseudonym cannot be
+/// a header value (config validation prevents that).
+pub fn via_value(version: Version, pseudonym: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("{} {pseudonym}", protocol_version(version))).ok()
 }
 
 /// True when a `Via` entry already carries our pseudonym: the request has looped back to us.
@@ -107,6 +123,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Self; 8] = [
+        Self::Hit,
+        Self::StaleHit,
+        Self::UriMiss,
+        Self::VaryMiss,
+        Self::Stale,
+        Self::Bypass,
+        Self::Request,
+        Self::Synthetic,
+    ];
+
     /// Label for metrics and access logs.
     pub fn as_str(self) -> &'static str {
         match self {

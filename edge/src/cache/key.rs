@@ -17,6 +17,13 @@ pub fn variant(primary: &str, vary_key: &str) -> String {
     format!("{primary}\0{vary_key}")
 }
 
+/// Whether `key` is `variant(primary, vary_key)`, without building it.
+pub fn is_variant(key: &str, primary: &str, vary_key: &str) -> bool {
+    key.strip_prefix(primary)
+        .and_then(|rest| rest.strip_prefix('\0'))
+        .is_some_and(|rest| rest == vary_key)
+}
+
 /// The key of slice `index` of a sliced object stored under `variant`. U+0001 keeps slice keys
 /// apart from variant keys (which never contain it).
 pub fn slice(variant: &str, index: u64) -> String {
@@ -48,6 +55,11 @@ mod tests {
         assert_eq!(p, "cdn.example/a?b=1");
         let v = variant(&p, "accept-encoding\ngzip");
         assert_eq!(primary_of(&v), p);
+        assert!(is_variant(&v, &p, "accept-encoding\ngzip"));
+        assert!(is_variant(&variant(&p, ""), &p, ""));
+        assert!(!is_variant(&v, &p, ""));
+        assert!(!is_variant(&variant(&p, ""), &p, "accept-encoding\ngzip"));
+        assert!(!is_variant(&variant("cdn.example/a?b=12", ""), &p, ""));
         assert_ne!(variant(&p, ""), p);
         let s = slice(&v, 7);
         assert!(is_slice(&s) && !is_slice(&v));

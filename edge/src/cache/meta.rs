@@ -6,6 +6,8 @@ use cacache::Integrity;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::policy::StoredFacts;
+
 /// Bumped when the stored format changes; entries of another version are dropped at startup.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -38,7 +40,14 @@ pub struct Meta {
     pub sliced: Option<u64>,
     /// `headers` parsed once: every lookup, freshness check and response reads them.
     #[serde(skip)]
-    pub parsed: std::sync::OnceLock<HeaderMap>,
+    pub parsed: std::sync::OnceLock<Parsed>,
+}
+
+/// What every hit reads from a stored head, parsed on first use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    map: HeaderMap,
+    facts: StoredFacts,
 }
 
 impl Meta {
@@ -50,7 +59,20 @@ impl Meta {
 
     /// The stored headers, parsed on first use.
     pub fn header_map(&self) -> &HeaderMap {
-        self.parsed.get_or_init(|| self.parse_headers())
+        &self.parsed().map
+    }
+
+    /// What freshness, age and Vary rules need from the stored headers, parsed on first use.
+    pub fn facts(&self) -> &StoredFacts {
+        &self.parsed().facts
+    }
+
+    fn parsed(&self) -> &Parsed {
+        self.parsed.get_or_init(|| {
+            let map = self.parse_headers();
+            let facts = StoredFacts::parse(&map);
+            Parsed { map, facts }
+        })
     }
 
     fn parse_headers(&self) -> HeaderMap {

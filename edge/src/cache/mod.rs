@@ -162,24 +162,28 @@ impl Cache {
         // A corrupt entry is dropped by `serve_stored`, which then yields `None`; the second
         // pass finds no entry and fetches. Two passes always suffice.
         for _ in 0..2 {
-            let found = inner.find(&primary, lookup.headers);
-            let Some((variant, meta)) = found else {
+            let Some(meta) = inner.find(&primary, lookup.headers) else {
                 if lookup.headers.contains_key(header::RANGE) {
                     // A range of an unknown object: ask the origin for the slice it starts
                     // in, which also tells the object's length. Suffix and multi-range
                     // requests of unknown objects go to the origin as they are.
                     return match inner.discovery_slice(lookup.headers) {
                         Some(index) => {
-                            inner
-                                .miss(lookup, &primary, origin_req(), upstream, Some(index))
-                                .await
+                            Box::pin(inner.miss(
+                                lookup,
+                                &primary,
+                                origin_req(),
+                                upstream,
+                                Some(index),
+                            ))
+                            .await
                         }
-                        None => inner.pass(origin_req(), upstream, "range").await,
+                        None => Box::pin(inner.pass(origin_req(), upstream, "range")).await,
                     };
                 }
-                return inner
-                    .miss(lookup, &primary, origin_req(), upstream, None)
-                    .await;
+                // Cold paths are boxed so that their large state machines do not inflate the
+                // future of every hit, which is moved into a task per request.
+                return Box::pin(inner.miss(lookup, &primary, origin_req(), upstream, None)).await;
             };
             let origin = OriginTemplate {
                 parts: meta.sliced.map(|_| Arc::new(origin_req())),
@@ -200,7 +204,8 @@ impl Cache {
                         .serve_stored(lookup, meta.clone(), Outcome::StaleHit, None, &origin)
                         .await;
                     served.map(|mut served| {
-                        inner.revalidate_in_background(&variant, &origin_req(), &upstream, meta);
+                        let key = meta.key.clone();
+                        inner.revalidate_in_background(&key, &origin_req(), &upstream, meta);
                         served.status.ttl = Some(-(staleness.as_secs() as i64));
                         served.status.detail = Some("stale-while-revalidate");
                         served
@@ -213,14 +218,12 @@ impl Cache {
                         Outcome::Stale
                     };
                     let flight = FlightSpec {
-                        key: variant,
+                        key: meta.key.clone(),
                         stale: Some(meta),
                         outcome,
                         discover: None,
                     };
-                    return inner
-                        .clone()
-                        .fetch(lookup, flight, origin_req(), upstream)
+                    return Box::pin(inner.clone().fetch(lookup, flight, origin_req(), upstream))
                         .await;
                 }
             };
@@ -314,31 +317,24 @@ impl Inner {
         served
     }
 
-    /// The stored variant matching the request's Vary values.
-    fn find(&self, primary: &str, req: &HeaderMap) -> Option<(String, Arc<Meta>)> {
-        for variant in self.store.variants(primary) {
-            let Some(meta) = self.store.get(&variant) else {
-                continue;
-            };
-            let wanted = match policy::vary(meta.header_map()) {
-                Vary::Fields(fields) => key::variant(primary, &policy::vary_key(&fields, req)),
-                Vary::None => key::variant(primary, ""),
-                Vary::Star => continue,
-            };
-            if wanted == variant {
-                return Some((variant, meta));
-            }
-        }
-        None
+    /// The stored variant matching the request's Vary values. Its key is the entry's `key`.
+    fn find(&self, primary: &str, req: &HeaderMap) -> Option<Arc<Meta>> {
+        self.store
+            .find(primary, |variant, meta| match &meta.facts().vary {
+                Vary::None => key::is_variant(variant, primary, ""),
+                Vary::Fields(fields) => {
+                    key::is_variant(variant, primary, &policy::vary_key(fields, req))
+                }
+                Vary::Star => false,
+            })
     }
 
     fn freshness(&self, req: &HeaderMap, meta: &Meta) -> Freshness {
-        policy::freshness(
+        policy::stored_freshness(
             req,
-            meta.header_map(),
+            meta.facts(),
             meta.status(),
-            meta.request_time(),
-            meta.response_time(),
+            (meta.request_time(), meta.response_time()),
             SystemTime::now(),
             &self.policy,
         )
@@ -739,9 +735,9 @@ impl Inner {
 
     fn variant_for(&self, lookup: &Lookup<'_>, head: &Meta) -> String {
         let primary = key::primary(lookup.host, lookup.path_and_query);
-        match policy::vary(head.header_map()) {
+        match &head.facts().vary {
             Vary::Fields(fields) => {
-                key::variant(&primary, &policy::vary_key(&fields, lookup.headers))
+                key::variant(&primary, &policy::vary_key(fields, lookup.headers))
             }
             _ => key::variant(&primary, ""),
         }
@@ -839,12 +835,9 @@ impl Inner {
             ..CacheStatus::default()
         };
         let stored_headers = meta.header_map().clone();
-        let age = policy::current_age(
-            &stored_headers,
-            meta.request_time(),
-            meta.response_time(),
-            SystemTime::now(),
-        );
+        let age =
+            meta.facts()
+                .current_age(meta.request_time(), meta.response_time(), SystemTime::now());
         if policy::evaluate_conditional(lookup.method, lookup.headers, &stored_headers)
             == Conditional::NotModified
         {
@@ -881,14 +874,9 @@ impl Inner {
         origin: &OriginTemplate,
     ) -> Served {
         let headers = head.header_map().clone();
-        let (lifetime, _) =
-            policy::freshness_lifetime(head.status(), &headers, head.response_time(), &self.policy);
-        let age = policy::current_age(
-            &headers,
-            head.request_time(),
-            head.response_time(),
-            SystemTime::now(),
-        );
+        let facts = head.facts();
+        let (lifetime, _) = facts.lifetime(head.status(), head.response_time(), &self.policy);
+        let age = facts.current_age(head.request_time(), head.response_time(), SystemTime::now());
         let status = CacheStatus {
             ttl: Some(lifetime.as_secs() as i64 - age.as_secs() as i64),
             ..CacheStatus::default()
@@ -1040,7 +1028,7 @@ impl Inner {
             Source::Fill(fill) => Some(fill.reader_range(span.start, span.end)),
             Source::Stored(meta) if meta.sliced.is_some() => {
                 let size = meta.sliced.unwrap_or(1).max(1);
-                match self.slice(meta, span.start / size, origin).await {
+                match Box::pin(self.slice(meta, span.start / size, origin)).await {
                     Ok(first) => Some(self.slice_body(meta.clone(), span, first, origin.clone())),
                     Err(e) => {
                         tracing::warn!(key = %meta.key.replace('\0', " "), error = %e, "sliced object unavailable");
@@ -1062,7 +1050,7 @@ impl Inner {
                     )),
                     Err(e) => {
                         tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed");
-                        self.store.drop_corrupt(&meta.key, &chunk.sri).await;
+                        Box::pin(self.store.drop_corrupt(&meta.key, &chunk.sri)).await;
                         None
                     }
                 }

@@ -25,20 +25,6 @@ const HEURISTIC: &[u16] = &[
     200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 451, 501,
 ];
 
-/// Hop-by-hop fields (RFC 9110 7.6.1, plus the RFC 2616 list) never copied into a stored
-/// response.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
 /// Parsed Cache-Control (all Cache-Control header lines combined, directives case-insensitive,
 /// quoted-string arguments accepted, e.g. `max-age="60"`). Duplicate conflicting numeric
 /// directives keep the smallest value (conservative). `no-cache` / `private` with a field-name
@@ -285,79 +271,132 @@ fn has_freshness_info(cc: &CacheControl, status: StatusCode, headers: &HeaderMap
         || heuristically_cacheable(status)
 }
 
-/// Freshness lifetime for a shared cache, RFC 9111 4.2.1: s-maxage, else max-age, else
-/// Expires - Date, else a heuristic (4.2.2). Returns (lifetime, heuristic).
+/// What freshness and age rules read from a stored response's header fields, parsed once per
+/// stored entry: a hit would otherwise parse Cache-Control twice and Date and Age each time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFacts {
+    pub cc: CacheControl,
+    date: Option<SystemTime>,
+    /// The Age field; a missing or invalid one counts as 0.
+    age: Duration,
+    expires: Expires,
+    last_modified: Option<SystemTime>,
+    pub vary: Vary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expires {
+    Absent,
+    /// Invalid, or several lines: "already expired" (RFC 9111 5.3, 4.2.1).
+    Expired,
+    At(SystemTime),
+}
+
+impl StoredFacts {
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let expires = match headers.get_all(header::EXPIRES).iter().count() {
+            0 => Expires::Absent,
+            1 => http_date(headers, &header::EXPIRES).map_or(Expires::Expired, Expires::At),
+            _ => Expires::Expired,
+        };
+        Self {
+            cc: CacheControl::parse(headers),
+            date: http_date(headers, &header::DATE),
+            age: headers
+                .get(header::AGE)
+                .and_then(|v| delta_seconds(v.as_bytes().trim_ascii()))
+                .map_or(Duration::ZERO, Duration::from_secs),
+            expires,
+            last_modified: http_date(headers, &header::LAST_MODIFIED),
+            vary: vary(headers),
+        }
+    }
+
+    /// Freshness lifetime for a shared cache, RFC 9111 4.2.1: s-maxage, else max-age, else
+    /// Expires - Date, else a heuristic (4.2.2). Returns (lifetime, heuristic).
+    pub fn lifetime(
+        &self,
+        status: StatusCode,
+        response_time: SystemTime,
+        cfg: &PolicyConfig,
+    ) -> (Duration, bool) {
+        if self.cc.invalid {
+            return (Duration::ZERO, false);
+        }
+        if let Some(secs) = self.cc.s_maxage.or(self.cc.max_age) {
+            return (Duration::from_secs(secs), false);
+        }
+        match self.expires {
+            Expires::Absent => {}
+            Expires::Expired => return (Duration::ZERO, false),
+            Expires::At(expires) => {
+                return (since(expires, self.date_or(response_time)), false);
+            }
+        }
+        if (heuristically_cacheable(status) || self.cc.public)
+            && let Some(lifetime) = self.heuristic_lifetime(response_time, cfg)
+        {
+            return (lifetime, true);
+        }
+        (Duration::ZERO, false)
+    }
+
+    /// RFC 9111 4.2.2: a fraction of the time since Last-Modified, capped; None without
+    /// Last-Modified.
+    fn heuristic_lifetime(
+        &self,
+        response_time: SystemTime,
+        cfg: &PolicyConfig,
+    ) -> Option<Duration> {
+        let unchanged_for = since(self.date_or(response_time), self.last_modified?);
+        let fraction = cfg.heuristic_fraction;
+        if fraction.is_nan() || fraction <= 0.0 {
+            return Some(Duration::ZERO);
+        }
+        // try_from_secs_f64 fails only on overflow here (negatives are excluded above): cap it.
+        let lifetime = Duration::try_from_secs_f64(unchanged_for.as_secs_f64() * fraction);
+        Some(lifetime.map_or(cfg.heuristic_max, |l| l.min(cfg.heuristic_max)))
+    }
+
+    /// RFC 9111 4.2.3 current_age. A missing Date counts as `response_time`; every
+    /// subtraction saturates at 0 (clock skew never makes age negative).
+    pub fn current_age(
+        &self,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        now: SystemTime,
+    ) -> Duration {
+        let apparent_age = since(response_time, self.date_or(response_time));
+        let response_delay = since(response_time, request_time);
+        let corrected_age_value = self.age.saturating_add(response_delay);
+        let corrected_initial_age = apparent_age.max(corrected_age_value);
+        corrected_initial_age.saturating_add(since(now, response_time))
+    }
+
+    /// The response's Date, or `fallback` when it is missing or invalid (RFC 9111 4.2.3).
+    fn date_or(&self, fallback: SystemTime) -> SystemTime {
+        self.date.unwrap_or(fallback)
+    }
+}
+
+/// [`StoredFacts::lifetime`] straight from header fields.
 pub fn freshness_lifetime(
     status: StatusCode,
     resp_headers: &HeaderMap,
     response_time: SystemTime,
     cfg: &PolicyConfig,
 ) -> (Duration, bool) {
-    let cc = CacheControl::parse(resp_headers);
-    if cc.invalid {
-        return (Duration::ZERO, false);
-    }
-    if let Some(secs) = cc.s_maxage.or(cc.max_age) {
-        return (Duration::from_secs(secs), false);
-    }
-    if resp_headers.contains_key(header::EXPIRES) {
-        return (expires_lifetime(resp_headers, response_time), false);
-    }
-    if (heuristically_cacheable(status) || cc.public)
-        && let Some(lifetime) = heuristic_lifetime(resp_headers, response_time, cfg)
-    {
-        return (lifetime, true);
-    }
-    (Duration::ZERO, false)
+    StoredFacts::parse(resp_headers).lifetime(status, response_time, cfg)
 }
 
-/// Expires - Date. RFC 9111 5.3: an invalid Expires means "already expired"; several Expires
-/// lines are treated the same way (4.2.1 allows considering such a response stale).
-fn expires_lifetime(headers: &HeaderMap, response_time: SystemTime) -> Duration {
-    if headers.get_all(header::EXPIRES).iter().count() > 1 {
-        return Duration::ZERO;
-    }
-    match http_date(headers, &header::EXPIRES) {
-        Some(expires) => since(expires, date_or(headers, response_time)),
-        None => Duration::ZERO,
-    }
-}
-
-/// RFC 9111 4.2.2: a fraction of the time since Last-Modified, capped; None without
-/// Last-Modified.
-fn heuristic_lifetime(
-    headers: &HeaderMap,
-    response_time: SystemTime,
-    cfg: &PolicyConfig,
-) -> Option<Duration> {
-    let last_modified = http_date(headers, &header::LAST_MODIFIED)?;
-    let unchanged_for = since(date_or(headers, response_time), last_modified);
-    let fraction = cfg.heuristic_fraction;
-    if fraction.is_nan() || fraction <= 0.0 {
-        return Some(Duration::ZERO);
-    }
-    // try_from_secs_f64 fails only on overflow here (negatives are excluded above): cap it.
-    let lifetime = Duration::try_from_secs_f64(unchanged_for.as_secs_f64() * fraction);
-    Some(lifetime.map_or(cfg.heuristic_max, |l| l.min(cfg.heuristic_max)))
-}
-
-/// RFC 9111 4.2.3 current_age. A missing or invalid Age counts as 0, a missing Date as
-/// `response_time`; every subtraction saturates at 0 (clock skew never makes age negative).
+/// [`StoredFacts::current_age`] straight from header fields.
 pub fn current_age(
     resp_headers: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
     now: SystemTime,
 ) -> Duration {
-    let age_value = resp_headers
-        .get(header::AGE)
-        .and_then(|v| delta_seconds(v.as_bytes().trim_ascii()))
-        .map_or(Duration::ZERO, Duration::from_secs);
-    let apparent_age = since(response_time, date_or(resp_headers, response_time));
-    let response_delay = since(response_time, request_time);
-    let corrected_age_value = age_value.saturating_add(response_delay);
-    let corrected_initial_age = apparent_age.max(corrected_age_value);
-    corrected_initial_age.saturating_add(since(now, response_time))
+    StoredFacts::parse(resp_headers).current_age(request_time, response_time, now)
 }
 
 /// What to do with a stored response for this request now.
@@ -389,12 +428,34 @@ pub fn freshness(
     now: SystemTime,
     cfg: &PolicyConfig,
 ) -> Freshness {
-    let resp = CacheControl::parse(resp_headers);
+    let stored = StoredFacts::parse(resp_headers);
+    stored_freshness(
+        req_headers,
+        &stored,
+        status,
+        (request_time, response_time),
+        now,
+        cfg,
+    )
+}
+
+/// [`freshness`] of a stored response whose header facts are already parsed; `times` are its
+/// request and response times.
+pub fn stored_freshness(
+    req_headers: &HeaderMap,
+    stored: &StoredFacts,
+    status: StatusCode,
+    times: (SystemTime, SystemTime),
+    now: SystemTime,
+    cfg: &PolicyConfig,
+) -> Freshness {
+    let (request_time, response_time) = times;
+    let resp = &stored.cc;
     let req = request_directives(req_headers);
-    let (lifetime, _) = freshness_lifetime(status, resp_headers, response_time, cfg);
-    let age = current_age(resp_headers, request_time, response_time, now);
+    let (lifetime, _) = stored.lifetime(status, response_time, cfg);
+    let age = stored.current_age(request_time, response_time, now);
     let rules = StaleRules {
-        resp: &resp,
+        resp,
         req: &req,
         staleness: age.saturating_sub(lifetime),
     };
@@ -590,11 +651,6 @@ pub fn validation_headers(stored: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// Whether a header is hop-by-hop (RFC 9110 7.6.1) and so never stored or updated.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-}
-
 /// RFC 9111 3.2 / 4.3.4: the stored headers updated from a 304. Each field the 304 carries
 /// replaces the stored one, except Content-Length, Content-Range and Transfer-Encoding (they
 /// describe the stored body, not the 304's) and hop-by-hop fields, including any the 304's
@@ -605,7 +661,7 @@ pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> Heade
     for name in not_modified.keys() {
         let kept = *name == header::CONTENT_LENGTH
             || *name == header::CONTENT_RANGE
-            || is_hop_by_hop(name)
+            || crate::headers::is_hop_by_hop(name)
             || connection
                 .iter()
                 .any(|c| c.eq_ignore_ascii_case(name.as_str().as_bytes()));
@@ -812,11 +868,6 @@ fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
 
 fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     parse_date(headers.get(name)?)
-}
-
-/// The response's Date, or `fallback` when it is missing or invalid (RFC 9111 4.2.3).
-fn date_or(headers: &HeaderMap, fallback: SystemTime) -> SystemTime {
-    http_date(headers, &header::DATE).unwrap_or(fallback)
 }
 
 /// `later - earlier`, saturating at zero.

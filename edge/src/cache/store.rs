@@ -75,6 +75,32 @@ struct Index {
     evictions: u64,
 }
 
+impl Index {
+    fn touch(&mut self, key: &str) -> Option<Arc<Meta>> {
+        touch(&mut self.entries, &mut self.lru, &mut self.tick, key)
+    }
+}
+
+/// Marks `key` recently used and returns its meta. An entry already among the most recent
+/// eighth is left where it is: eviction takes from the other end, and a hot object would
+/// otherwise move in the recency tree (and copy its key) on every hit.
+fn touch(
+    entries: &mut HashMap<String, Slot>,
+    lru: &mut BTreeMap<u64, String>,
+    tick: &mut u64,
+    key: &str,
+) -> Option<Arc<Meta>> {
+    let slack = entries.len() as u64 / 8;
+    let slot = entries.get_mut(key)?;
+    if *tick - slot.tick > slack {
+        lru.remove(&slot.tick);
+        *tick += 1;
+        slot.tick = *tick;
+        lru.insert(slot.tick, key.to_owned());
+    }
+    Some(slot.meta.clone())
+}
+
 struct Slot {
     meta: Arc<Meta>,
     meta_ref: ChunkRef,
@@ -117,13 +143,25 @@ impl Store {
     /// The stored entry for `key`, marking it recently used.
     pub fn get(&self, key: &str) -> Option<Arc<Meta>> {
         let mut index = self.lock();
-        let index = &mut *index;
-        let slot = index.entries.get_mut(key)?;
-        index.lru.remove(&slot.tick);
-        index.tick += 1;
-        slot.tick = index.tick;
-        index.lru.insert(slot.tick, key.to_owned());
-        Some(slot.meta.clone())
+        index.touch(key)
+    }
+
+    /// The variant stored under `primary` that `matches` accepts (given its key and meta),
+    /// marking it recently used. One lock, no copies of the variant list: this is every hit.
+    pub fn find(
+        &self,
+        primary: &str,
+        mut matches: impl FnMut(&str, &Meta) -> bool,
+    ) -> Option<Arc<Meta>> {
+        let mut guard = self.lock();
+        let index = &mut *guard;
+        let entries = &index.entries;
+        let found = index.variants.get(primary)?.iter().find(|variant| {
+            entries
+                .get(variant.as_str())
+                .is_some_and(|slot| matches(variant, &slot.meta))
+        })?;
+        touch(&mut index.entries, &mut index.lru, &mut index.tick, found)
     }
 
     /// The variant keys stored under a primary key (whole responses and sliced objects, not
@@ -153,6 +191,11 @@ impl Store {
         if let Some(bytes) = self.hot.get(&chunk.sri) {
             return Ok(bytes);
         }
+        // Boxed: cacache's read future is large and would otherwise grow every hit's future.
+        Box::pin(self.read_disk(chunk, keep_hot)).await
+    }
+
+    async fn read_disk(&self, chunk: &ChunkRef, keep_hot: bool) -> Result<Bytes, StoreError> {
         let data = cacache::read_hash(&self.dir, &chunk.sri)
             .await
             .map_err(|e| read_error(&chunk.sri, e))?;
