@@ -711,6 +711,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hits_on_recent_entries_leave_the_recency_order_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
+        for i in 0..16 {
+            put(&store, &format!("{i}\0"), &[format!("body {i}").as_bytes()]).await;
+        }
+        let order = |store: &Store| -> Vec<String> { store.lock().lru.values().cloned().collect() };
+        let before = order(&store);
+        assert_eq!(before.first().map(String::as_str), Some("0\0"));
+        // Within the most recent eighth (2 of 16): no move.
+        store.get("15\0").unwrap();
+        store.get("14\0").unwrap();
+        assert_eq!(order(&store), before);
+        // Older entries move to the recent end, through get and through find.
+        store.get("0\0").unwrap();
+        let found = store.find("1", |key, _| key == "1\0").unwrap();
+        assert_eq!(found.key, "1\0");
+        let after = order(&store);
+        assert_eq!(after.len(), 16);
+        assert_eq!(after[0], "2\0", "the least recently used is now 2");
+        assert_eq!(&after[14..], ["0\0", "1\0"]);
+    }
+
+    #[tokio::test]
     async fn released_fill_chunks_and_orphans_leave_no_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
