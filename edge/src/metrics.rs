@@ -1,6 +1,6 @@
 //! Prometheus metrics of the edge, served as text on the admin listener.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
@@ -11,6 +11,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::cache::store::Store;
+use crate::headers::Outcome;
+use crate::service::Protocol;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -27,8 +29,12 @@ pub struct ProtocolLabel {
 /// Every metric the edge exports.
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub served_bytes: Family<ProtocolLabel, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    served_bytes: Family<ProtocolLabel, Counter>,
+    /// `requests` and `served_bytes` counters, each resolved on first use: a family lookup
+    /// (lock, SipHash of the label strings) would otherwise run twice per response.
+    request_counters: Box<[OnceLock<Counter>]>,
+    byte_counters: [OnceLock<Counter>; Protocol::ALL.len()],
     pub origin_bytes: Counter,
     pub origin_latency: Histogram,
     pub origin_errors: Counter,
@@ -94,6 +100,10 @@ impl Metrics {
             registry,
             requests,
             served_bytes,
+            request_counters: (0..Protocol::ALL.len() * Outcome::ALL.len() * STATUS_CLASSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            byte_counters: Default::default(),
             origin_bytes,
             origin_latency,
             origin_errors,
@@ -101,6 +111,38 @@ impl Metrics {
             origin_fetches,
             fills_failed,
         }
+    }
+
+    /// Counts one answered request and the body bytes sent for it.
+    pub fn count_response(
+        &self,
+        protocol: Protocol,
+        outcome: Outcome,
+        status: http::StatusCode,
+        bytes: u64,
+    ) {
+        let class = status_class_index(status);
+        let slot = (protocol as usize * Outcome::ALL.len() + outcome as usize)
+            * STATUS_CLASSES.len()
+            + class;
+        self.request_counters[slot]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    protocol: protocol.as_str(),
+                    cache: outcome.as_str(),
+                    status: STATUS_CLASSES[class],
+                };
+                self.requests.get_or_create(&labels).clone()
+            })
+            .inc();
+        self.byte_counters[protocol as usize]
+            .get_or_init(|| {
+                let labels = ProtocolLabel {
+                    protocol: protocol.as_str(),
+                };
+                self.served_bytes.get_or_create(&labels).clone()
+            })
+            .inc_by(bytes);
     }
 
     /// The Prometheus text exposition.
@@ -112,14 +154,16 @@ impl Metrics {
     }
 }
 
-/// The `status` label: the status class, which keeps the label set small.
-pub fn status_class(status: http::StatusCode) -> &'static str {
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The `status` label's index in `STATUS_CLASSES`: the class keeps the label set small.
+fn status_class_index(status: http::StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -169,5 +213,41 @@ impl Collector for StoreCollector {
             evictions.metric_type(),
         )?;
         evictions.encode(metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::StoreLimits;
+    use http::StatusCode;
+
+    #[tokio::test]
+    async fn resolved_counters_land_on_their_own_label_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            disk_budget: 1 << 20,
+            memory_budget: 1 << 20,
+        };
+        let metrics = Metrics::new(Store::open(dir.path(), limits).await.unwrap());
+        for _ in 0..3 {
+            metrics.count_response(Protocol::H2, Outcome::Hit, StatusCode::OK, 10);
+        }
+        metrics.count_response(Protocol::H3, Outcome::Synthetic, StatusCode::BAD_GATEWAY, 5);
+        metrics.count_response(Protocol::H1, Outcome::VaryMiss, StatusCode::NOT_MODIFIED, 0);
+        let text = metrics.render();
+        for line in [
+            r#"quicdn_requests_total{protocol="h2",cache="hit",status="2xx"} 3"#,
+            r#"quicdn_requests_total{protocol="h3",cache="synthetic",status="5xx"} 1"#,
+            r#"quicdn_requests_total{protocol="h1",cache="vary-miss",status="3xx"} 1"#,
+            r#"quicdn_served_bytes_total{protocol="h2"} 30"#,
+            r#"quicdn_served_bytes_total{protocol="h3"} 5"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        assert_eq!(text.matches("quicdn_requests_total{").count(), 3, "{text}");
     }
 }

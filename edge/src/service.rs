@@ -23,7 +23,7 @@ use http_body::{Frame, SizeHint};
 use crate::body::{self, Body, BoxError};
 use crate::cache::{self, Cache, Lookup, Served, Upstream};
 use crate::headers::{self, CacheStatus, Outcome};
-use crate::metrics::{Metrics, ProtocolLabel, RequestLabels, status_class};
+use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginError};
 use crate::sites::{Site, Sites, request_host};
 
@@ -36,6 +36,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Self; 3] = [Self::H1, Self::H2, Self::H3];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::H1 => "h1",
@@ -81,6 +83,8 @@ pub struct Service {
     upstream: Arc<dyn Upstream>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
+    /// This node's `Via` entry per response version, built once rather than per response.
+    via: Vec<(Version, HeaderValue)>,
 }
 
 impl Service {
@@ -95,7 +99,18 @@ impl Service {
             client: origin,
             metrics: metrics.clone(),
         });
+        let via = [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ]
+        .into_iter()
+        .filter_map(|v| Some((v, headers::via_value(v, &settings.name)?)))
+        .collect();
         Self {
+            via,
             settings,
             sites,
             cache,
@@ -123,30 +138,34 @@ impl Service {
     pub async fn handle(&self, ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
         let (parts, req_body) = req.into_parts();
         let host = request_host(&parts);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut served = self
-            .route(&ctx, &parts, host.as_deref(), &path_and_query, req_body)
+            .route(&ctx, &parts, host.as_deref(), path_and_query, req_body)
             .await;
-        self.finish(ctx.protocol, &parts, path_and_query, &mut served);
-        let complete = http_body::Body::is_end_stream(served.inner.response.body());
+        self.finish(ctx.protocol, &parts, &mut served);
+        let complete = http_body::Body::is_end_stream(served.response.body());
+        let access_log = self.settings.access_log;
         let record = AccessRecord {
             ctx,
             method: parts.method,
-            host: served_host(&parts.headers, &parts.uri),
-            path: served.path.take().unwrap_or_default(),
-            status: served.inner.response.status(),
-            outcome: served.inner.status.outcome.unwrap_or(Outcome::Synthetic),
+            // Only the access log reads these: no allocations for them when it is off.
+            host: match access_log {
+                true => served_host(&parts.headers, &parts.uri),
+                false => String::new(),
+            },
+            path: match access_log {
+                true => path_and_query.to_owned(),
+                false => String::new(),
+            },
+            status: served.response.status(),
+            outcome: served.status.outcome.unwrap_or(Outcome::Synthetic),
             bytes: 0,
             // An empty body may never be polled; it is complete from the start.
             complete,
             metrics: self.metrics.clone(),
-            access_log: self.settings.access_log,
+            access_log,
         };
-        served.inner.response.map(|body| {
+        served.response.map(|body| {
             body::boxed(Observed {
                 inner: body,
                 record,
@@ -161,52 +180,52 @@ impl Service {
         host: Option<&str>,
         path_and_query: &str,
         req_body: Body,
-    ) -> Routed {
+    ) -> Served {
         if parts.uri.path() == self.settings.health_path {
-            return Routed::new(self.health());
+            return self.health();
         }
         let Some(host) = host else {
-            return Routed::new(cache::error_response(
+            return cache::error_response(
                 StatusCode::BAD_REQUEST,
                 "request has no host (Host header or :authority)",
-            ));
+            );
         };
         let Some(site) = self.sites.find(host) else {
-            return Routed::new(cache::error_response(
+            return cache::error_response(
                 StatusCode::MISDIRECTED_REQUEST,
                 &format!("no site is configured for host {host:?}"),
-            ));
+            );
         };
         if !path_and_query.starts_with('/') {
-            return Routed::new(cache::error_response(
+            return cache::error_response(
                 StatusCode::BAD_REQUEST,
                 "request target must be an absolute path",
-            ));
+            );
         }
         if parts.method == Method::CONNECT {
-            return Routed::new(cache::error_response(
+            return cache::error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not supported: this is a reverse proxy",
-            ));
+            );
         }
         if headers::via_contains(&parts.headers, &self.settings.name) {
-            return Routed::new(cache::error_response(
+            return cache::error_response(
                 StatusCode::LOOP_DETECTED,
                 "request loop: this edge already appears in Via",
-            ));
+            );
         }
         let uri = match site.origin.join(path_and_query) {
             Ok(uri) => uri,
             Err(e) => {
-                return Routed::new(cache::error_response(
+                return cache::error_response(
                     StatusCode::BAD_REQUEST,
                     &format!("cannot map the request to the origin: {e}"),
-                ));
+                );
             }
         };
         // Built only if the origin is needed: most requests are hits.
         let origin_req = || self.origin_parts(ctx, site, host, parts, uri.clone());
-        let served = if cache::policy::cacheable_method(&parts.method) {
+        if cache::policy::cacheable_method(&parts.method) {
             let lookup = Lookup {
                 method: &parts.method,
                 headers: &parts.headers,
@@ -217,12 +236,8 @@ impl Service {
                 .serve(&lookup, &origin_req, self.upstream.clone())
                 .await
         } else {
-            self.forward(host, path_and_query, origin_req(), req_body)
-                .await
-        };
-        Routed {
-            inner: served,
-            path: None,
+            // Boxed: keeps the origin client's state out of every cache hit's future.
+            Box::pin(self.forward(host, path_and_query, origin_req(), req_body)).await
         }
     }
 
@@ -322,19 +337,15 @@ impl Service {
     }
 
     /// Adds the edge's own headers to whatever answered the request.
-    fn finish(
-        &self,
-        protocol: Protocol,
-        parts: &http::request::Parts,
-        path_and_query: String,
-        served: &mut Routed,
-    ) {
-        let response = &mut served.inner.response;
+    fn finish(&self, protocol: Protocol, parts: &http::request::Parts, served: &mut Served) {
+        let response = &mut served.response;
         let version = response.version();
         let h = response.headers_mut();
         headers::strip_hop_by_hop(h);
-        headers::append_via(h, version, &self.settings.name);
-        let entry = served.inner.status.render(&self.settings.name);
+        if let Some((_, via)) = self.via.iter().find(|(v, _)| *v == version) {
+            h.append(header::VIA, via.clone());
+        }
+        let entry = served.status.render(&self.settings.name);
         if let Ok(v) = HeaderValue::from_str(&entry) {
             h.append(HeaderName::from_static("cache-status"), v);
         }
@@ -347,19 +358,6 @@ impl Service {
             // A HEAD answer never has a body (hyper's HTTP/2 would reset the stream).
             *response.body_mut() = body::empty();
         }
-        served.path = Some(path_and_query);
-    }
-}
-
-/// A response on its way out, and the request path for the access log.
-struct Routed {
-    inner: Served,
-    path: Option<String>,
-}
-
-impl Routed {
-    fn new(inner: Served) -> Self {
-        Self { inner, path: None }
     }
 }
 
@@ -459,17 +457,7 @@ impl Drop for AccessRecord {
     fn drop(&mut self) {
         let protocol = self.ctx.protocol.as_str();
         self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                protocol,
-                cache: self.outcome.as_str(),
-                status: status_class(self.status),
-            })
-            .inc();
-        self.metrics
-            .served_bytes
-            .get_or_create(&ProtocolLabel { protocol })
-            .inc_by(self.bytes);
+            .count_response(self.ctx.protocol, self.outcome, self.status, self.bytes);
         if self.access_log {
             tracing::info!(
                 target: "access",

@@ -191,7 +191,8 @@ async fn request(service: Arc<Service>, peer: SocketAddr, req: http::Request<()>
     };
     let (mut send, recv) = stream.split();
     let req = req.map(|()| request_body(recv));
-    let response = service.handle(ctx, req).await;
+    // Boxed: the task spawned per stream is moved on spawn and completion; keep it small.
+    let response = Box::pin(service.handle(ctx, req)).await;
     let (parts, mut body) = response.into_parts();
     if let Err(e) = send
         .send_response(http::Response::from_parts(parts, ()))

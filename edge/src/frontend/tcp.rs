@@ -114,7 +114,9 @@ async fn connection(
                 start: Instant::now(),
             };
             let req = req.map(crate::body::boxed);
-            Ok::<_, Infallible>(service.handle(ctx, req).await)
+            // Boxed: hyper moves each request's future into a task, and again as the task
+            // finishes; a pointer moves cheaper than the service's whole state machine.
+            Ok::<_, Infallible>(Box::pin(service.handle(ctx, req)).await)
         }
     });
     let result = match tls {
