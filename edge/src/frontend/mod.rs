@@ -2,5 +2,6 @@
 //! [`crate::service::Service::handle`], and streams the response back. Nothing about caching
 //! lives here.
 
+mod coalesce;
 pub mod h3;
 pub mod tcp;

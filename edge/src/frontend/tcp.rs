@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::coalesce::Coalesce;
 use crate::service::{Protocol, RequestCtx, Service};
 
 /// Per-listener limits.
@@ -121,9 +122,11 @@ async fn connection(
     });
     let result = match tls {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-            let stream = match handshake.await {
+            let handshake = tokio::time::timeout(
+                limits.header_read_timeout,
+                acceptor.accept(Coalesce::new(stream)),
+            );
+            let mut stream = match handshake.await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -134,6 +137,10 @@ async fn connection(
                     return;
                 }
             };
+            let (socket, tls) = stream.get_mut();
+            if tls.alpn_protocol() == Some(b"h2") {
+                socket.enable();
+            }
             let conn = builder.serve_connection(TokioIo::new(stream), handler);
             watcher.watch(conn.into_owned()).await
         }
