@@ -8,7 +8,8 @@
 //! [`Coalesce`] sits between rustls and the socket. Small writes are buffered; the first
 //! flush of a batch yields once to the scheduler (the task wakes itself and returns
 //! `Pending`), so that stream tasks already queued can add their responses, and the flush
-//! that follows writes the whole batch with one syscall. The delay is one scheduler pass; an
+//! that follows writes the whole batch with one syscall. A batch of 16 KiB or more is written
+//! at once. The delay is one scheduler pass; an
 //! idle runtime polls the connection again at once. Large writes go straight through once
 //! the buffer is drained, so bulk bodies are not copied an extra time.
 
@@ -122,8 +123,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.buf.is_empty() && !this.yielded {
-            // Let the streams queued behind this task add to the batch first.
+        if !this.buf.is_empty() && this.buf.len() < DIRECT && !this.yielded {
+            // A small batch: let the streams queued behind this task add to it first. A large
+            // one (bulk body data) gains nothing from waiting.
             this.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -183,7 +185,13 @@ mod tests {
             Pin::new(&mut w).poll_flush(&mut cx),
             Poll::Ready(Ok(()))
         ));
-        // Nothing buffered: nothing to wait for.
+        // Nothing buffered, or a large batch: nothing to wait for.
+        assert!(matches!(
+            Pin::new(&mut w).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        w.write_all(&[1u8; 300]).await.unwrap();
+        w.write_all(&[2u8; DIRECT]).await.unwrap();
         assert!(matches!(
             Pin::new(&mut w).poll_flush(&mut cx),
             Poll::Ready(Ok(()))
