@@ -229,9 +229,12 @@ impl Store {
             }
         };
         if !present {
-            cacache::write_hash(&self.dir, &data)
+            let (dir, bytes, expect) = (self.dir.clone(), data.clone(), sri.clone());
+            // One blocking-pool hop for the whole write: cacache's async writer takes one per
+            // step (directories, temp file, each write, close).
+            tokio::task::spawn_blocking(move || write_content(&dir, &bytes, expect))
                 .await
-                .map_err(|e| StoreError::Io(e.to_string()))?;
+                .map_err(|e| StoreError::Io(e.to_string()))??;
             let mut index = self.lock();
             index.chunks.insert(
                 sri.clone(),
@@ -349,9 +352,16 @@ impl Store {
         let opts = cacache::WriteOpts::new()
             .integrity(meta_ref.sri.clone())
             .size(meta_ref.len as usize);
-        if let Err(e) = cacache::index::insert_async(&self.dir, &meta.key, opts).await {
+        let (dir, key) = (self.dir.clone(), meta.key.clone());
+        // Synchronous insert in one hop, as in `write_chunk`.
+        let inserted =
+            tokio::task::spawn_blocking(move || cacache::index::insert(&dir, &key, opts))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(e) = inserted {
             self.release(std::slice::from_ref(&meta_ref)).await;
-            return Err(StoreError::Io(e.to_string()));
+            return Err(StoreError::Io(e));
         }
         Ok(meta_ref)
     }
@@ -499,6 +509,22 @@ impl Index {
         }
         used.refs += 1;
     }
+}
+
+/// Writes one chunk's content file. Without a size hint cacache writes through a plain file
+/// rather than a memory map, which for cache-sized chunks costs fewer syscalls and faults.
+fn write_content(dir: &Path, data: &[u8], sri: Integrity) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let io = |e: cacache::Error| StoreError::Io(e.to_string());
+    let mut writer = cacache::WriteOpts::new()
+        .integrity(sri)
+        .open_hash_sync(dir)
+        .map_err(io)?;
+    writer
+        .write_all(data)
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    writer.commit().map_err(io)?;
+    Ok(())
 }
 
 fn read_error(sri: &Integrity, e: cacache::Error) -> StoreError {
