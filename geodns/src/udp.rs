@@ -22,6 +22,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +42,11 @@ use crate::server::{Handler, State};
 
 /// Entries per thread; beyond it the cache starts over (random names cannot grow it).
 const CACHE_ENTRIES: usize = 16_384;
+/// Queries taken per `recvmmsg` when they queue up, as gdnsd does: one system call for a
+/// burst instead of one per query.
+const BATCH: usize = 32;
+/// Longest query read; a longer datagram is cut short and then fails to parse.
+const MAX_QUERY: usize = 4096;
 const OPT: u16 = 41;
 const ECS: u16 = 8;
 
@@ -180,27 +186,78 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, stop: &AtomicBool) {
-        let mut buf = vec![0u8; 4096];
+        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+        let fd = self.socket.as_raw_fd();
+        let mut bufs = vec![[0u8; MAX_QUERY]; BATCH].into_boxed_slice();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+        let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+        let mut dests = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) {
-            let (len, src) = match self.socket.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "DNS UDP receive failed");
-                    continue;
-                }
-            };
-            if self.respond(&buf[..len], src)
-                && let Err(e) = self.socket.send_to(&self.out, src)
+            got.clear();
             {
-                tracing::debug!(error = %e, %src, "cannot send DNS response");
+                let mut slices: Vec<[std::io::IoSliceMut<'_>; 1]> = bufs
+                    .iter_mut()
+                    .map(|b| [std::io::IoSliceMut::new(b)])
+                    .collect();
+                // WAITFORONE: block (up to the read timeout) for the first query only, then
+                // take whatever else is already queued.
+                match recvmmsg(
+                    fd,
+                    &mut headers,
+                    slices.iter_mut(),
+                    MsgFlags::MSG_WAITFORONE,
+                    None,
+                ) {
+                    Ok(msgs) => {
+                        got.extend(msgs.filter_map(|m| Some((m.bytes, socket_addr(&m.address?)?))))
+                    }
+                    // The read timeout: time to look at the stop flag.
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "DNS UDP receive failed");
+                        continue;
+                    }
+                }
+            }
+            dests.clear();
+            for (buf, &(len, src)) in bufs.iter().zip(&got) {
+                if self.respond(&buf[..len.min(MAX_QUERY)], src) {
+                    // The reply moves to its slot; `respond` clears what it writes into.
+                    std::mem::swap(&mut self.out, &mut replies[dests.len()]);
+                    dests.push(rustix::net::SocketAddrAny::from(src));
+                }
+            }
+            self.send(&replies[..dests.len()], &dests);
+        }
+    }
+
+    /// Sends a batch of replies with `sendmmsg`; a reply that cannot be sent is skipped (the
+    /// client retries, as for any lost datagram) and the rest still go out.
+    fn send(&self, replies: &[Vec<u8>], dests: &[rustix::net::SocketAddrAny]) {
+        use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
+        let mut from = 0;
+        while from < replies.len() {
+            let iovs: Vec<[std::io::IoSlice<'_>; 1]> = replies[from..]
+                .iter()
+                .map(|r| [std::io::IoSlice::new(r)])
+                .collect();
+            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = iovs
+                .iter()
+                .map(|_| SendAncillaryBuffer::default())
+                .collect();
+            let mut msgs: Vec<MMsgHdr<'_>> = iovs
+                .iter()
+                .zip(&dests[from..])
+                .zip(controls.iter_mut())
+                .map(|((iov, dest), control)| MMsgHdr::new_with_addr(dest, iov, control))
+                .collect();
+            match sendmmsg(&self.socket, &mut msgs, SendFlags::empty()) {
+                Ok(sent) => from += sent.max(1),
+                Err(e) => {
+                    tracing::debug!(error = %e, dest = ?dests[from], "cannot send DNS response");
+                    from += 1;
+                }
             }
         }
     }
@@ -216,7 +273,12 @@ impl Worker {
         let Some(mut query) = fast else {
             return self.slow(raw, src);
         };
-        let key = query.key(&state, src.ip(), state.config.listen.max_udp_payload);
+        let key = query.key(
+            &state,
+            src.ip(),
+            state.config.listen.max_udp_payload,
+            &mut self.cache.located,
+        );
         if let Some(entry) = self.cache.map.get(&key) {
             entry.assemble(&query, &key, &mut self.out);
             entry.counter.inc();
@@ -263,6 +325,14 @@ impl Worker {
     }
 }
 
+fn socket_addr(addr: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(SocketAddr::from(*v4)),
+        (_, Some(v6)) => Some(SocketAddr::from(*v6)),
+        _ => None,
+    }
+}
+
 /// A header-only FORMERR for a query hickory cannot decode (as hickory's server does).
 fn formerr(raw: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&raw[..2]);
@@ -272,9 +342,19 @@ fn formerr(raw: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; 8]);
 }
 
+/// What a located address means to the geo selection: the matching override and the
+/// database location (coordinates as bits, network prefix).
+type Located = (Option<usize>, Option<(Option<(u64, u64)>, u8)>);
+
+/// ahash: names come from clients, so the hasher stays keyed per process, but is cheaper than
+/// SipHash at these rates.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 #[derive(Default)]
 struct Cache {
-    map: HashMap<Key, Entry>,
+    map: Map<Key, Entry>,
+    /// Per located address; a database lookup costs more than assembling a cached answer.
+    located: Map<IpAddr, Located>,
     state: usize,
     health: usize,
 }
@@ -284,6 +364,7 @@ impl Cache {
         let (s, h) = (Arc::as_ptr(state) as usize, Arc::as_ptr(health) as usize);
         if (s, h) != (self.state, self.health) {
             self.map.clear();
+            self.located.clear();
             (self.state, self.health) = (s, h);
         }
     }
@@ -466,17 +547,33 @@ impl<'a> Query<'a> {
     }
 
     /// The cache key; takes the lowercased name out of the query (it is not needed again).
-    fn key(&mut self, state: &State, src: IpAddr, max_udp: u16) -> Key {
+    fn key(
+        &mut self,
+        state: &State,
+        src: IpAddr,
+        max_udp: u16,
+        located: &mut Map<IpAddr, Located>,
+    ) -> Key {
         let client = self.locate(src);
-        let over = state
-            .config
-            .overrides
-            .iter()
-            .position(|o| o.cidr.contains(&client));
-        let location = state.locate(client).map(|l| {
-            let coords = l.coords.map(|(a, b)| (a.to_bits(), b.to_bits()));
-            (coords, l.prefix_len)
-        });
+        let (over, location) = match located.get(&client) {
+            Some(found) => *found,
+            None => {
+                let over = state
+                    .config
+                    .overrides
+                    .iter()
+                    .position(|o| o.cidr.contains(&client));
+                let location = state.locate(client).map(|l| {
+                    let coords = l.coords.map(|(a, b)| (a.to_bits(), b.to_bits()));
+                    (coords, l.prefix_len)
+                });
+                if located.len() >= CACHE_ENTRIES {
+                    located.clear();
+                }
+                located.insert(client, (over, location));
+                (over, location)
+            }
+        };
         Key {
             qname: std::mem::take(&mut self.qname_lower),
             qtype: self.qtype,

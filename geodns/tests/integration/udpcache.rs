@@ -135,3 +135,56 @@ async fn cache_hits_are_counted_and_follow_health_changes() {
     .await;
     assert!(back, "the answer did not return to fra1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_queries_is_answered_in_full_and_in_kind() {
+    // One UDP thread: the burst queues up on one socket and is read and answered in batches.
+    let f = Fixture::start_with(|c| c.listen.udp_threads = 1).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pops = [
+        ("10.1", crate::support::FRA),
+        ("10.2", crate::support::IAD),
+        ("10.3", crate::support::SIN),
+    ];
+    // Two passes over 80 subnets: the first fills the caches, the second is answered from them.
+    let mut expected = std::collections::HashMap::new();
+    for pass in 0..2u16 {
+        for i in 0..80u16 {
+            let (net, pop) = pops[usize::from(i % 3)];
+            let subnet: &'static str = format!("{net}.{i}.0").leak();
+            let ask = Ask {
+                ecs: Some((subnet, 24)),
+                ..Ask::default()
+            };
+            let mut m = crate::support::message("www.cdn.test.", RecordType::A, ask);
+            let id = pass * 1000 + i;
+            m.metadata.id = id;
+            expected.insert(id, pop);
+            sock.send_to(&m.to_vec().unwrap(), f.addr()).await.unwrap();
+            if i % 20 == 0 {
+                // Junk in the middle of the burst gets no answer and costs the others nothing.
+                sock.send_to(&[0xde, 0xad, 0xbe], f.addr()).await.unwrap();
+            }
+        }
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut answered = 0;
+    while !expected.is_empty() {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{} queries unanswered", expected.len()))
+            .unwrap();
+        let reply = Message::from_vec(&buf[..n]).unwrap();
+        let pop = expected
+            .remove(&reply.metadata.id)
+            .unwrap_or_else(|| panic!("unexpected or repeated reply {}", reply.metadata.id));
+        assert_eq!(
+            crate::support::addresses(&reply),
+            [pop],
+            "query {}",
+            reply.metadata.id
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 160);
+}
