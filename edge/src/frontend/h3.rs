@@ -132,13 +132,31 @@ async fn connection(
         .await?;
     let mut requests = JoinSet::new();
     let mut stopping = false;
+    // Set once GOAWAY is sent and every accepted request has its response queued: those may
+    // not be delivered yet, and closing discards unsent data. A live client closes by itself
+    // once it has read its responses after GOAWAY; a vanished one never does and would hold
+    // shutdown for the whole grace. So wait for the client's close, but only this long.
+    let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut close = false;
     loop {
         let mut goaway = false;
+        let lingering = linger.is_some() && requests.is_empty();
         tokio::select! {
             // Reap finished streams as they end, so a long-lived connection does not collect
             // one finished task per request it ever served.
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
             _ = stop.wait_for(|s| *s), if !stopping => goaway = true,
+            () = async { if let Some(l) = linger.as_mut() { l.await } }, if lingering => {
+                close = true;
+                break;
+            }
+            _ = conn.closed(), if lingering => {
+                close = true;
+                break;
+            }
+            // Still polled after GOAWAY: h3 then rejects (H3_REQUEST_REJECTED) the streams a
+            // client opened before it saw the GOAWAY, so it retries them at once instead of
+            // waiting for the close.
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
                     let service = service.clone();
@@ -163,20 +181,17 @@ async fn connection(
             // GOAWAY: no new requests; those already accepted complete.
             h3.shutdown(0).await?;
         }
-        if stopping && requests.is_empty() {
-            // Every response is queued, but maybe not yet delivered, and closing discards
-            // unsent data. A live client closes by itself once it has read its responses after
-            // GOAWAY; a vanished one never does and would hold shutdown for the whole grace.
-            // So wait for the client's close, but only for a short linger.
-            let _ = tokio::time::timeout(CLOSE_LINGER, conn.closed()).await;
-            conn.close(
-                h3::error::Code::H3_NO_ERROR.value().try_into()?,
-                b"shutting down",
-            );
-            return Ok(());
+        if stopping && linger.is_none() && requests.is_empty() {
+            linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
         }
     }
     while requests.join_next().await.is_some() {}
+    if close {
+        conn.close(
+            h3::error::Code::H3_NO_ERROR.value().try_into()?,
+            b"shutting down",
+        );
+    }
     Ok(())
 }
 
