@@ -188,7 +188,7 @@ impl Worker {
     fn run(mut self, stop: &AtomicBool) {
         use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
         let fd = self.socket.as_raw_fd();
-        let mut bufs = vec![[0u8; MAX_QUERY]; BATCH].into_boxed_slice();
+        let mut bufs = Box::new([[0u8; MAX_QUERY]; BATCH]);
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
         let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
         let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
@@ -196,10 +196,7 @@ impl Worker {
         while !stop.load(Ordering::Relaxed) {
             got.clear();
             {
-                let mut slices: Vec<[std::io::IoSliceMut<'_>; 1]> = bufs
-                    .iter_mut()
-                    .map(|b| [std::io::IoSliceMut::new(b)])
-                    .collect();
+                let mut slices = bufs.each_mut().map(|b| [std::io::IoSliceMut::new(b)]);
                 // WAITFORONE: block (up to the read timeout) for the first query only, then
                 // take whatever else is already queued.
                 match recvmmsg(
@@ -273,12 +270,8 @@ impl Worker {
         let Some(mut query) = fast else {
             return self.slow(raw, src);
         };
-        let key = query.key(
-            &state,
-            src.ip(),
-            state.config.listen.max_udp_payload,
-            &mut self.cache.located,
-        );
+        let located = self.cache.located(&state, query.locate(src.ip()));
+        let key = query.key(located, state.config.listen.max_udp_payload);
         if let Some(entry) = self.cache.map.get(&key) {
             entry.assemble(&query, &key, &mut self.out);
             entry.counter.inc();
@@ -370,11 +363,34 @@ impl Cache {
     }
 
     fn insert(&mut self, key: Key, entry: Entry) {
-        if self.map.len() >= CACHE_ENTRIES {
-            self.map.clear();
-        }
-        self.map.insert(key, entry);
+        insert_bounded(&mut self.map, key, entry);
     }
+
+    /// What `client` means to the geo selection, looked up once per address.
+    fn located(&mut self, state: &State, client: IpAddr) -> Located {
+        if let Some(found) = self.located.get(&client) {
+            return *found;
+        }
+        let over = state
+            .config
+            .overrides
+            .iter()
+            .position(|o| o.cidr.contains(&client));
+        let location = state.locate(client).map(|l| {
+            let coords = l.coords.map(|(a, b)| (a.to_bits(), b.to_bits()));
+            (coords, l.prefix_len)
+        });
+        insert_bounded(&mut self.located, client, (over, location));
+        (over, location)
+    }
+}
+
+/// Beyond `CACHE_ENTRIES` a map starts over: random names or addresses cannot grow it.
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut Map<K, V>, key: K, value: V) {
+    if map.len() >= CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 /// Everything the handler's answer depends on.
@@ -547,33 +563,7 @@ impl<'a> Query<'a> {
     }
 
     /// The cache key; takes the lowercased name out of the query (it is not needed again).
-    fn key(
-        &mut self,
-        state: &State,
-        src: IpAddr,
-        max_udp: u16,
-        located: &mut Map<IpAddr, Located>,
-    ) -> Key {
-        let client = self.locate(src);
-        let (over, location) = match located.get(&client) {
-            Some(found) => *found,
-            None => {
-                let over = state
-                    .config
-                    .overrides
-                    .iter()
-                    .position(|o| o.cidr.contains(&client));
-                let location = state.locate(client).map(|l| {
-                    let coords = l.coords.map(|(a, b)| (a.to_bits(), b.to_bits()));
-                    (coords, l.prefix_len)
-                });
-                if located.len() >= CACHE_ENTRIES {
-                    located.clear();
-                }
-                located.insert(client, (over, location));
-                (over, location)
-            }
-        };
+    fn key(&mut self, (over, location): Located, max_udp: u16) -> Key {
         Key {
             qname: std::mem::take(&mut self.qname_lower),
             qtype: self.qtype,

@@ -229,12 +229,9 @@ impl Store {
             }
         };
         if !present {
-            let (dir, bytes, expect) = (self.dir.clone(), data.clone(), sri.clone());
-            // One blocking-pool hop for the whole write: cacache's async writer takes one per
-            // step (directories, temp file, each write, close).
-            tokio::task::spawn_blocking(move || write_content(&dir, &bytes, expect))
-                .await
-                .map_err(|e| StoreError::Io(e.to_string()))??;
+            let (bytes, expect) = (data.clone(), sri.clone());
+            self.blocking(move |dir| write_content(dir, &bytes, expect))
+                .await?;
             let mut index = self.lock();
             index.chunks.insert(
                 sri.clone(),
@@ -352,18 +349,28 @@ impl Store {
         let opts = cacache::WriteOpts::new()
             .integrity(meta_ref.sri.clone())
             .size(meta_ref.len as usize);
-        let (dir, key) = (self.dir.clone(), meta.key.clone());
-        // Synchronous insert in one hop, as in `write_chunk`.
-        let inserted =
-            tokio::task::spawn_blocking(move || cacache::index::insert(&dir, &key, opts))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+        let key = meta.key.clone();
+        let inserted = self
+            .blocking(move |dir| cacache::index::insert(dir, &key, opts))
+            .await;
         if let Err(e) = inserted {
             self.release(std::slice::from_ref(&meta_ref)).await;
-            return Err(StoreError::Io(e));
+            return Err(e);
         }
         Ok(meta_ref)
+    }
+
+    /// Runs cacache's synchronous API on the blocking pool, in one hop: its async API takes a
+    /// hop per step (directories, temp file, each write, close).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Path) -> cacache::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || f(&dir))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+            .map_err(|e| StoreError::Io(e.to_string()))
     }
 
     async fn enforce_budget(&self, keep: Option<&str>) {
@@ -511,20 +518,15 @@ impl Index {
     }
 }
 
-/// Writes one chunk's content file. Without a size hint cacache writes through a plain file
-/// rather than a memory map, which for cache-sized chunks costs fewer syscalls and faults.
-fn write_content(dir: &Path, data: &[u8], sri: Integrity) -> Result<(), StoreError> {
-    use std::io::Write as _;
-    let io = |e: cacache::Error| StoreError::Io(e.to_string());
+/// Writes one chunk's content file (checked against the hash the caller computed). Without
+/// a size hint cacache writes a plain file rather than a memory map: fewer syscalls and faults.
+fn write_content(dir: &Path, data: &[u8], sri: Integrity) -> cacache::Result<Integrity> {
     let mut writer = cacache::WriteOpts::new()
         .integrity(sri)
-        .open_hash_sync(dir)
-        .map_err(io)?;
-    writer
-        .write_all(data)
-        .map_err(|e| StoreError::Io(e.to_string()))?;
-    writer.commit().map_err(io)?;
-    Ok(())
+        .open_hash_sync(dir)?;
+    std::io::Write::write_all(&mut writer, data)
+        .map_err(|e| cacache::Error::IoError(e, "writing cache content".into()))?;
+    writer.commit()
 }
 
 fn read_error(sri: &Integrity, e: cacache::Error) -> StoreError {

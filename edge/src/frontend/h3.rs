@@ -132,21 +132,22 @@ async fn connection(
         .await?;
     let mut requests = JoinSet::new();
     let mut stopping = false;
-    // Set once GOAWAY is sent and every accepted request has its response queued: those may
+    // Armed once GOAWAY is sent and every accepted request has its response queued: those may
     // not be delivered yet, and closing discards unsent data. A live client closes by itself
     // once it has read its responses after GOAWAY; a vanished one never does and would hold
     // shutdown for the whole grace. So wait for the client's close, but only this long.
-    let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let mut close = false;
+    let linger = tokio::time::sleep(CLOSE_LINGER);
+    tokio::pin!(linger);
+    let (mut armed, mut close) = (false, false);
     loop {
         let mut goaway = false;
-        let lingering = linger.is_some() && requests.is_empty();
+        let lingering = armed && requests.is_empty();
         tokio::select! {
             // Reap finished streams as they end, so a long-lived connection does not collect
             // one finished task per request it ever served.
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
             _ = stop.wait_for(|s| *s), if !stopping => goaway = true,
-            () = async { if let Some(l) = linger.as_mut() { l.await } }, if lingering => {
+            () = &mut linger, if lingering => {
                 close = true;
                 break;
             }
@@ -166,6 +167,8 @@ async fn connection(
                             Err(e) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
                         }
                     });
+                    // A request still within the GOAWAY limit: its response gets a full linger.
+                    armed = false;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -181,8 +184,11 @@ async fn connection(
             // GOAWAY: no new requests; those already accepted complete.
             h3.shutdown(0).await?;
         }
-        if stopping && linger.is_none() && requests.is_empty() {
-            linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
+        if stopping && !armed && requests.is_empty() {
+            linger
+                .as_mut()
+                .reset(tokio::time::Instant::now() + CLOSE_LINGER);
+            armed = true;
         }
     }
     while requests.join_next().await.is_some() {}
