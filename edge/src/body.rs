@@ -35,3 +35,84 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+/// Waits for the first frame of `body` and returns a body that yields it again, followed by
+/// the rest: a body that fails before its first byte is an error before any head is sent,
+/// instead of a response that ends with nothing.
+pub async fn primed(mut body: Body) -> Result<Body, BoxError> {
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(body);
+    }
+    match body.frame().await {
+        None => Ok(empty()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(first)) => Ok(Primed {
+            first: Some(first),
+            rest: body,
+        }
+        .boxed_unsync()),
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Primed {
+        first: Option<http_body::Frame<Bytes>>,
+        #[pin]
+        rest: Body,
+    }
+}
+
+impl http_body::Body for Primed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Some(first) = this.first.take() {
+            return std::task::Poll::Ready(Some(Ok(first)));
+        }
+        this.rest.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let rest = self.rest.size_hint();
+        let first = self
+            .first
+            .as_ref()
+            .and_then(|f| f.data_ref())
+            .map_or(0, |b| b.len() as u64);
+        let mut hint = http_body::SizeHint::new();
+        // Upper first: `set_lower` checks against the upper bound already set.
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint.set_lower(rest.lower() + first);
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn primed_bodies_replay_their_first_frame_or_fail_early() {
+        let ok = futures_util::stream::iter([Ok::<_, BoxError>(http_body::Frame::data(
+            Bytes::from_static(b"ab"),
+        ))]);
+        let body = boxed(http_body_util::StreamBody::new(ok));
+        let replayed = primed(body).await.unwrap();
+        assert_eq!(replayed.collect().await.unwrap().to_bytes(), "ab");
+        let failing =
+            futures_util::stream::iter([Err::<http_body::Frame<Bytes>, BoxError>("reset".into())]);
+        let body = boxed(http_body_util::StreamBody::new(failing));
+        assert!(primed(body).await.is_err());
+    }
+}

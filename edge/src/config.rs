@@ -303,9 +303,28 @@ pub struct SiteConfig {
     pub hosts: Vec<String>,
     /// Origin base URL, `http://` or `https://`, optionally with a path prefix.
     pub origin: String,
-    /// Send the client's Host to the origin instead of the origin URL's authority.
+    /// Send the request's host to the origin (as `Host`) instead of the origin URL's
+    /// authority: the host the edge routed and keyed the request by (lowercase, no port, no
+    /// trailing dot), never a second one the client may have sent.
     #[serde(default)]
     pub forward_host: bool,
+    /// Whether http and https share cache entries; see [`SchemePolicy`].
+    #[serde(default)]
+    pub scheme: SchemePolicy,
+}
+
+/// How a site treats the scheme (http or https) a request arrived with. An entry made for one
+/// scheme must not be served for the other while the origin is told which one it was: an
+/// origin that redirects http to https on `X-Forwarded-Proto` would loop its https users.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemePolicy {
+    /// The scheme is part of the cache key, and the origin is told it (`X-Forwarded-Proto`).
+    #[default]
+    Key,
+    /// One entry serves both schemes, and the origin is not told the scheme
+    /// (no `X-Forwarded-Proto`): it must answer the same for both.
+    Shared,
 }
 
 impl EdgeConfig {
@@ -407,6 +426,7 @@ mod tests {
             hosts: vec!["a".into()],
             origin: "ftp://x".into(),
             forward_host: false,
+            scheme: SchemePolicy::default(),
         });
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("site[0].origin"), "{err}");

@@ -82,8 +82,10 @@ pub fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
         .any(|entry| entry.split_whitespace().nth(1) == Some(pseudonym))
 }
 
-/// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &str, host: &str) {
+/// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` (removed when `proto` is
+/// `None`: the site shares entries across schemes, so the origin must not be told one) and
+/// `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: Option<&str>, host: &str) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer}"),
@@ -92,10 +94,17 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &str, host: &
     if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert(xff, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
-    );
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    match proto {
+        Some(proto) => {
+            let value = if proto == "https" { "https" } else { "http" };
+            headers.insert(xfp, HeaderValue::from_static(value));
+        }
+        // A client's own value would tell the origin a scheme the key does not hold.
+        None => {
+            headers.remove(xfp);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
@@ -246,7 +255,12 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), "https", "cdn.example");
+        add_forwarded(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            Some("https"),
+            "cdn.example",
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "cdn.example");

@@ -20,3 +20,4 @@ pub mod origin;
 pub mod server;
 pub mod service;
 pub mod sites;
+pub mod target;

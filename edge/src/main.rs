@@ -91,6 +91,7 @@ fn effective_config(args: &Args) -> anyhow::Result<EdgeConfig> {
             hosts: vec!["*".into()],
             origin: origin.clone(),
             forward_host: false,
+            scheme: Default::default(),
         }];
     }
     if let Some(a) = args.listen_https {

@@ -100,16 +100,29 @@ pub enum OriginError {
     Protocol(String),
     #[error("cannot build the origin request: {0}")]
     Request(String),
+    #[error("origin body failed before its first byte: {0}")]
+    Body(String),
+    /// The client's request body failed while it was being forwarded (bad chunked encoding,
+    /// client gone): the client's fault, not the origin's.
+    #[error("request body invalid: {0}")]
+    ClientBody(String),
 }
 
 impl OriginError {
-    /// 504 for timeouts, 502 for everything else the origin did wrong.
+    /// 504 for timeouts, 400 for the client's own body, 502 for everything else the origin
+    /// did wrong.
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::ConnectTimeout | Self::FirstByteTimeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
             Self::Request(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ClientBody(_) => http::StatusCode::BAD_REQUEST,
             _ => http::StatusCode::BAD_GATEWAY,
         }
+    }
+
+    /// Whether the origin is at fault (counted in the origin error metric).
+    pub fn is_origin_fault(&self) -> bool {
+        !matches!(self, Self::ClientBody(_) | Self::Request(_))
     }
 }
 
@@ -169,15 +182,19 @@ impl OriginClient {
             .map_err(|_| OriginError::FirstByteTimeout(timeout))?
             .map_err(classify)?;
         let idle = self.config.idle_body_timeout;
-        Ok(response.map(|body| {
-            let guarded = IdleGuard {
-                inner: body,
-                idle,
-                timer: Box::pin(tokio::time::sleep(idle)),
-                _permit: permit,
-            };
-            crate::body::boxed(guarded)
-        }))
+        let (parts, body) = response.into_parts();
+        let guarded = crate::body::boxed(IdleGuard {
+            inner: body,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            _permit: permit,
+        });
+        // A body that fails before its first byte fails the request here, while the edge
+        // can still answer 502 instead of a head followed by nothing.
+        let body = crate::body::primed(guarded)
+            .await
+            .map_err(|e| OriginError::Body(error_chain(&*e)))?;
+        Ok(Response::from_parts(parts, body))
     }
 
     async fn slot(&self, authority: Authority) -> OwnedSemaphorePermit {
@@ -196,7 +213,28 @@ impl OriginClient {
     }
 }
 
+/// Marks errors of a client's request body on its way to the origin, so that they are told
+/// apart from the origin's own failures ([`OriginError::ClientBody`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ClientBodyError(String);
+
+/// A client's request body, ready to forward: its failures become [`OriginError::ClientBody`].
+pub fn client_body(body: Body) -> Body {
+    use http_body_util::BodyExt as _;
+    body.map_err(|e| Box::new(ClientBodyError(error_chain(&*e))) as BoxError)
+        .boxed_unsync()
+}
+
 fn classify(err: hyper_util::client::legacy::Error) -> OriginError {
+    let client_fault =
+        std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .find_map(|e| e.downcast_ref::<ClientBodyError>());
+    if let Some(e) = client_fault {
+        return OriginError::ClientBody(e.0.clone());
+    }
     if err.is_connect() {
         let timed_out =
             std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {

@@ -49,6 +49,7 @@ impl Edge {
                 hosts: vec!["*".into()],
                 origin: demo.url(),
                 forward_host: false,
+                scheme: Default::default(),
             });
             Some(demo)
         } else {

@@ -22,10 +22,12 @@ use http_body::{Frame, SizeHint};
 
 use crate::body::{self, Body, BoxError};
 use crate::cache::{self, Cache, Lookup, Served, Upstream};
+use crate::config::SchemePolicy;
 use crate::headers::{self, CacheStatus, Outcome};
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginError};
-use crate::sites::{Site, Sites, request_host};
+use crate::sites::{Site, Sites};
+use crate::target;
 
 /// The protocol a request arrived over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,11 +139,17 @@ impl Service {
     /// Answers one request. Never fails: every problem becomes a response with a clear status.
     pub async fn handle(&self, ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
         let (parts, req_body) = req.into_parts();
-        let host = request_host(&parts);
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut served = self
-            .route(&ctx, &parts, host.as_deref(), path_and_query, req_body)
-            .await;
+        let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = target::host(&parts).and_then(|host| {
+            let path = target::path_and_query(raw_target)?;
+            Ok((host, path))
+        });
+        let mut served = match &target {
+            Ok((host, path)) => self.route(&ctx, &parts, host, path, req_body).await,
+            // A health probe needs no host.
+            Err(_) if parts.uri.path() == self.settings.health_path => self.health(),
+            Err(e) => cache::error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
         self.finish(ctx.protocol, &parts, &mut served);
         let complete = http_body::Body::is_end_stream(served.response.body());
         let access_log = self.settings.access_log;
@@ -149,12 +157,12 @@ impl Service {
             ctx,
             method: parts.method,
             // Only the access log reads these: no allocations for them when it is off.
-            host: match access_log {
-                true => served_host(&parts.headers, &parts.uri),
-                false => String::new(),
+            host: match (access_log, &target) {
+                (true, Ok((host, _))) => host.clone(),
+                _ => String::new(),
             },
             path: match access_log {
-                true => path_and_query.to_owned(),
+                true => raw_target.to_owned(),
                 false => String::new(),
             },
             status: served.response.status(),
@@ -173,35 +181,25 @@ impl Service {
         })
     }
 
+    /// `host` and `path_and_query` are the normalised target ([`target`]): the routing, the
+    /// cache key and the origin request all come from them.
     async fn route(
         &self,
         ctx: &RequestCtx,
         parts: &http::request::Parts,
-        host: Option<&str>,
+        host: &str,
         path_and_query: &str,
         req_body: Body,
     ) -> Served {
         if parts.uri.path() == self.settings.health_path {
             return self.health();
         }
-        let Some(host) = host else {
-            return cache::error_response(
-                StatusCode::BAD_REQUEST,
-                "request has no host (Host header or :authority)",
-            );
-        };
         let Some(site) = self.sites.find(host) else {
             return cache::error_response(
                 StatusCode::MISDIRECTED_REQUEST,
                 &format!("no site is configured for host {host:?}"),
             );
         };
-        if !path_and_query.starts_with('/') {
-            return cache::error_response(
-                StatusCode::BAD_REQUEST,
-                "request target must be an absolute path",
-            );
-        }
         if parts.method == Method::CONNECT {
             return cache::error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -223,21 +221,26 @@ impl Service {
                 );
             }
         };
+        let scheme = match site.scheme {
+            SchemePolicy::Key => Some(if ctx.secure { "https" } else { "http" }),
+            SchemePolicy::Shared => None,
+        };
         // Built only if the origin is needed: most requests are hits.
         let origin_req = || self.origin_parts(ctx, site, host, parts, uri.clone());
+        let lookup = Lookup {
+            method: &parts.method,
+            headers: &parts.headers,
+            scheme,
+            host,
+            path_and_query,
+        };
         if cache::policy::cacheable_method(&parts.method) {
-            let lookup = Lookup {
-                method: &parts.method,
-                headers: &parts.headers,
-                host,
-                path_and_query,
-            };
             self.cache
                 .serve(&lookup, &origin_req, self.upstream.clone())
                 .await
         } else {
             // Boxed: keeps the origin client's state out of every cache hit's future.
-            Box::pin(self.forward(host, path_and_query, origin_req(), req_body)).await
+            Box::pin(self.forward(&lookup, origin_req(), req_body)).await
         }
     }
 
@@ -245,20 +248,29 @@ impl Service {
     /// 4.4 invalidation on success.
     async fn forward(
         &self,
-        host: &str,
-        path_and_query: &str,
+        lookup: &Lookup<'_>,
         origin_req: http::request::Parts,
         req_body: Body,
     ) -> Served {
         let method = origin_req.method.clone();
         let response = match self
             .upstream
-            .fetch(Request::from_parts(origin_req, req_body))
+            .fetch(Request::from_parts(
+                origin_req,
+                crate::origin::client_body(req_body),
+            ))
             .await
         {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(%host, path = %path_and_query, error = %e, "origin request failed");
+                match e.is_origin_fault() {
+                    true => {
+                        tracing::warn!(host = %lookup.host, path = %lookup.path_and_query, error = %e, "origin request failed")
+                    }
+                    false => {
+                        tracing::debug!(host = %lookup.host, path = %lookup.path_and_query, error = %e, "request failed")
+                    }
+                }
                 return cache::error_response(e.status(), &e.to_string());
             }
         };
@@ -269,9 +281,9 @@ impl Service {
             ..CacheStatus::default()
         };
         if cache::policy::invalidates(&method, response.status()) {
-            let mut removed = self.cache.invalidate(host, path_and_query).await;
-            for target in cache::policy::invalidation_targets(response.headers(), host) {
-                removed += self.cache.invalidate(host, &target).await;
+            let mut removed = self.cache.invalidate(lookup, lookup.path_and_query).await;
+            for target in cache::policy::invalidation_targets(response.headers(), lookup.host) {
+                removed += self.cache.invalidate(lookup, &target).await;
             }
             if removed > 0 {
                 status.detail = Some("invalidated");
@@ -292,17 +304,21 @@ impl Service {
         headers::strip_hop_by_hop(&mut headers);
         // The edge answers 100-continue itself; the origin client does not speak it.
         headers.remove(header::EXPECT);
-        let client_host = headers.remove(header::HOST);
-        let host_value = if site.forward_host {
-            client_host.or_else(|| HeaderValue::from_str(host).ok())
-        } else {
-            HeaderValue::from_str(site.origin.authority.as_str()).ok()
+        // The origin sees exactly the host the request was routed and keyed by: never the
+        // client's Host header, which may differ from the authority that was used.
+        let host_value = match site.forward_host {
+            true => HeaderValue::from_str(host),
+            false => HeaderValue::from_str(site.origin.authority.as_str()),
         };
-        if let Some(v) = host_value {
+        headers.remove(header::HOST);
+        if let Ok(v) = host_value {
             headers.insert(header::HOST, v);
         }
         headers::append_via(&mut headers, parts.version, &self.settings.name);
-        let proto = if ctx.secure { "https" } else { "http" };
+        let proto = match site.scheme {
+            SchemePolicy::Key => Some(if ctx.secure { "https" } else { "http" }),
+            SchemePolicy::Shared => None,
+        };
         headers::add_forwarded(&mut headers, ctx.peer.ip(), proto, host);
         let (mut out, ()) = Request::new(()).into_parts();
         out.method = parts.method.clone();
@@ -361,18 +377,6 @@ impl Service {
     }
 }
 
-fn served_host(headers: &http::HeaderMap, uri: &http::Uri) -> String {
-    uri.authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "-".into())
-}
-
 /// The origin client as the cache's upstream, with origin metrics.
 struct OriginUpstream {
     client: OriginClient,
@@ -394,7 +398,9 @@ impl Upstream for OriginUpstream {
                     Ok(response.map(|b| body::boxed(Counted { inner: b, counter })))
                 }
                 Err(e) => {
-                    metrics.origin_errors.inc();
+                    if e.is_origin_fault() {
+                        metrics.origin_errors.inc();
+                    }
                     Err(e)
                 }
             }

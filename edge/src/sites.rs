@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::SiteConfig;
+use crate::config::{SchemePolicy, SiteConfig};
 use crate::origin::{OriginUrl, OriginUrlError};
 
 /// A configured site.
@@ -11,6 +11,7 @@ use crate::origin::{OriginUrl, OriginUrlError};
 pub struct Site {
     pub origin: OriginUrl,
     pub forward_host: bool,
+    pub scheme: SchemePolicy,
 }
 
 /// Host name -> site routing table.
@@ -29,6 +30,7 @@ impl Sites {
             let site = Arc::new(Site {
                 origin: OriginUrl::parse(&config.origin)?,
                 forward_host: config.forward_host,
+                scheme: config.scheme,
             });
             for host in &config.hosts {
                 let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -65,25 +67,6 @@ impl Sites {
     }
 }
 
-/// The host name of a request: the URI authority (HTTP/2, HTTP/3, absolute-form) or else the
-/// Host header, without port. `None` when absent or malformed.
-pub fn request_host(req: &http::request::Parts) -> Option<String> {
-    let from_uri = req.uri.authority().map(|a| a.host().to_owned());
-    let host = match from_uri {
-        Some(h) => h,
-        None => {
-            let value = req.headers.get(http::header::HOST)?.to_str().ok()?;
-            let authority: http::uri::Authority = value.trim().parse().ok()?;
-            authority.host().to_owned()
-        }
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    (!host.is_empty()).then_some(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +76,7 @@ mod tests {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             origin: origin.into(),
             forward_host: false,
+            scheme: SchemePolicy::default(),
         }
     }
 
@@ -112,34 +96,5 @@ mod tests {
         assert_eq!(origin("evil.com"), None);
         let with_any = Sites::new(&[site(&["*"], "http://d")]).unwrap();
         assert!(with_any.find("anything").is_some());
-    }
-
-    #[test]
-    fn host_comes_from_authority_or_header() {
-        let (parts, ()) = http::Request::get("http://Example.com:8080/x")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert_eq!(request_host(&parts).as_deref(), Some("Example.com"));
-        let (parts, ()) = http::Request::get("/x")
-            .header("host", "a.test:443")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert_eq!(request_host(&parts).as_deref(), Some("a.test"));
-        let (parts, ()) = http::Request::get("/x")
-            .header("host", "[::1]:8443")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert_eq!(request_host(&parts).as_deref(), Some("::1"));
-        let (parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
-        assert_eq!(request_host(&parts), None);
-        let (parts, ()) = http::Request::get("/x")
-            .header("host", "bad host")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert_eq!(request_host(&parts), None);
     }
 }

@@ -83,6 +83,7 @@ fn edge_config(dir: &Path, origin: &str) -> EdgeConfig {
         hosts: vec![HOST.into()],
         origin: origin.to_owned(),
         forward_host: false,
+        scheme: Default::default(),
     }];
     c
 }

@@ -217,6 +217,14 @@ impl Fill {
         sliced && self.had_readers.load(Relaxed) && self.readers.load(Relaxed) == 0
     }
 
+    /// The sliced object this fill stores slices of (its version), once committed.
+    pub fn object(&self) -> Option<Arc<Meta>> {
+        self.slices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// False once the fill has failed: new readers must not start on it.
     pub fn usable(&self) -> bool {
         !matches!(self.lock().end, Some(Err(_)))

@@ -1,12 +1,19 @@
 //! Cache keys.
 //!
-//! A *primary* key names a resource: lowercase host (without port) and path-and-query. A
+//! A *primary* key names a resource: the scheme (for sites that key on it), the lowercase host
+//! (without port) and the path-and-query. A
 //! *variant* key adds the request header values its response's `Vary` names, so each variant
 //! is its own entry. The two are joined with NUL, which cannot occur in either part.
 
-/// The primary key for a request target.
-pub fn primary(host: &str, path_and_query: &str) -> String {
-    let mut key = String::with_capacity(host.len() + path_and_query.len() + 1);
+/// The primary key for a request target: `https://host/path` when keyed on the scheme, else
+/// `host/path` (a host never contains `://`, so the two forms cannot collide).
+pub fn primary(scheme: Option<&str>, host: &str, path_and_query: &str) -> String {
+    let scheme_len = scheme.map_or(0, |s| s.len() + 3);
+    let mut key = String::with_capacity(scheme_len + host.len() + path_and_query.len());
+    if let Some(scheme) = scheme {
+        key.push_str(scheme);
+        key.push_str("://");
+    }
     key.push_str(&host.to_ascii_lowercase());
     key.push_str(path_and_query);
     key
@@ -51,8 +58,16 @@ mod tests {
 
     #[test]
     fn keys_split_back() {
-        let p = primary("CDN.Example", "/a?b=1");
+        let p = primary(None, "CDN.Example", "/a?b=1");
         assert_eq!(p, "cdn.example/a?b=1");
+        assert_eq!(
+            primary(Some("https"), "cdn.example", "/a"),
+            "https://cdn.example/a"
+        );
+        assert_ne!(
+            primary(Some("http"), "c", "/"),
+            primary(Some("https"), "c", "/")
+        );
         let v = variant(&p, "accept-encoding\ngzip");
         assert_eq!(primary_of(&v), p);
         assert!(is_variant(&v, &p, "accept-encoding\ngzip"));

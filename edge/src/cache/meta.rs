@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::policy::StoredFacts;
 
 /// Bumped when the stored format changes; entries of another version are dropped at startup.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: primary keys carry the scheme for sites that key on it.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One content-addressed piece of a body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

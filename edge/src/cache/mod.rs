@@ -56,6 +56,9 @@ pub struct CacheLimits {
 pub struct Lookup<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// The scheme, when the site keys on it (`None`: http and https share entries).
+    pub scheme: Option<&'a str>,
+    /// Lowercase host without port or trailing dot.
     pub host: &'a str,
     pub path_and_query: &'a str,
 }
@@ -114,6 +117,17 @@ struct Flight {
     landed: tokio::sync::watch::Receiver<Option<Landed>>,
 }
 
+/// What one flight sends and what it needs to file the answer.
+struct FlightRequest {
+    req: Request<Body>,
+    /// The headers of the client request that started the flight: the source of its variant.
+    client: HeaderMap,
+    /// The stored entry being revalidated, if any.
+    stale: Option<Arc<Meta>>,
+    /// A range miss: the slice asked for (which also tells the object's length).
+    discover: Option<u64>,
+}
+
 impl Cache {
     pub fn new(
         store: Arc<Store>,
@@ -158,28 +172,35 @@ impl Cache {
         upstream: Arc<dyn Upstream>,
     ) -> Served {
         let inner = &self.inner;
-        let primary = key::primary(lookup.host, lookup.path_and_query);
+        let primary = key::primary(lookup.scheme, lookup.host, lookup.path_and_query);
         // A corrupt entry is dropped by `serve_stored`, which then yields `None`; the second
         // pass finds no entry and fetches. Two passes always suffice.
         for _ in 0..2 {
             let Some(meta) = inner.find(&primary, lookup.headers) else {
                 if lookup.headers.contains_key(header::RANGE) {
                     // A range of an unknown object: ask the origin for the slice it starts
-                    // in, which also tells the object's length. Suffix and multi-range
-                    // requests of unknown objects go to the origin as they are.
-                    return match inner.discovery_slice(lookup.headers) {
-                        Some(index) => {
-                            Box::pin(inner.miss(
+                    // in, which also tells the object's length. A suffix range goes to the
+                    // origin as it is (one range: it costs the origin at most the object).
+                    // Anything else (several ranges, overlapping or not) fetches the whole
+                    // object like a plain miss and is answered from it under the same rules
+                    // as a cached object: never forwarded, so one request cannot make the
+                    // origin send the object once per range.
+                    match inner.discovery_slice(lookup.headers) {
+                        RangeMiss::Slice(index) => {
+                            return Box::pin(inner.miss(
                                 lookup,
                                 &primary,
                                 origin_req(),
                                 upstream,
                                 Some(index),
                             ))
-                            .await
+                            .await;
                         }
-                        None => Box::pin(inner.pass(origin_req(), upstream, "range")).await,
-                    };
+                        RangeMiss::Suffix => {
+                            return Box::pin(inner.pass(origin_req(), upstream, "range")).await;
+                        }
+                        RangeMiss::Whole => {}
+                    }
                 }
                 // Cold paths are boxed so that their large state machines do not inflate the
                 // future of every hit, which is moved into a task per request.
@@ -205,7 +226,13 @@ impl Cache {
                         .await;
                     served.map(|mut served| {
                         let key = meta.key.clone();
-                        inner.revalidate_in_background(&key, &origin_req(), &upstream, meta);
+                        inner.revalidate_in_background(
+                            &key,
+                            lookup.headers,
+                            &origin_req(),
+                            &upstream,
+                            meta,
+                        );
                         served.status.ttl = Some(-(staleness.as_secs() as i64));
                         served.status.detail = Some("stale-while-revalidate");
                         served
@@ -222,6 +249,7 @@ impl Cache {
                         stale: Some(meta),
                         outcome,
                         discover: None,
+                        moved: false,
                     };
                     return Box::pin(inner.clone().fetch(lookup, flight, origin_req(), upstream))
                         .await;
@@ -234,12 +262,31 @@ impl Cache {
         error_response(StatusCode::BAD_GATEWAY, "cache entry unusable").into_bypass()
     }
 
-    /// Drops every stored variant of a resource (RFC 9111 4.4); returns how many.
-    pub async fn invalidate(&self, host: &str, path_and_query: &str) -> usize {
-        let primary = key::primary(host, path_and_query);
-        self.inner.passes.invalidate(&primary);
-        self.inner.store.remove_primary(&primary).await
+    /// Drops every stored variant of `path_and_query` on the lookup's host (RFC 9111 4.4), for
+    /// both schemes when the site keys on the scheme; returns how many.
+    pub async fn invalidate(&self, lookup: &Lookup<'_>, path_and_query: &str) -> usize {
+        let schemes: &[Option<&str>] = match lookup.scheme {
+            Some(_) => &[Some("http"), Some("https")],
+            None => &[None],
+        };
+        let mut removed = 0;
+        for scheme in schemes {
+            let primary = key::primary(*scheme, lookup.host, path_and_query);
+            self.inner.passes.invalidate(&primary);
+            removed += self.inner.store.remove_primary(&primary).await;
+        }
+        removed
     }
+}
+
+/// How a range request for an object not in the cache is fetched.
+enum RangeMiss {
+    /// The slice the range starts in (which also tells the object's length).
+    Slice(u64),
+    /// A suffix range, forwarded as it is.
+    Suffix,
+    /// The whole object, as for a plain GET; the range is answered from it.
+    Whole,
 }
 
 /// What a 206 answer to a range miss turned into.
@@ -262,6 +309,9 @@ struct FlightSpec {
     outcome: Outcome,
     /// A range miss: fetch this slice (which also tells the object's length).
     discover: Option<u64>,
+    /// This request already moved once to the flight of its own variant: it does not move
+    /// again (a second mismatch passes to the origin instead of looping).
+    moved: bool,
 }
 
 impl Inner {
@@ -306,6 +356,7 @@ impl Inner {
             stale: None,
             outcome,
             discover,
+            moved: false,
         };
         let mut served = self
             .clone()
@@ -354,9 +405,16 @@ impl Inner {
             stale,
             outcome,
             discover,
+            moved,
         } = flight;
-        let (mut landed, leader) =
-            self.join_or_start(&key, &origin_req, &upstream, stale.clone(), discover);
+        let (mut landed, leader) = self.join_or_start(
+            &key,
+            lookup.headers,
+            &origin_req,
+            &upstream,
+            stale.clone(),
+            discover,
+        );
         let origin = OriginTemplate {
             parts: Some(Arc::new(origin_req.clone())),
             upstream: upstream.clone(),
@@ -381,12 +439,18 @@ impl Inner {
                 let own = self.variant_for(lookup, &head);
                 if own != head.key {
                     // The response varies on a header this request has a different value
-                    // of: it needs its own variant, through its own flight.
+                    // of: it needs its own variant, through its own flight. Variants are
+                    // computed from client headers on both sides, so that flight's fill is
+                    // this request's variant; `moved` still bounds it to one move.
+                    if moved {
+                        return self.pass(origin_req, upstream, "vary-mismatch").await;
+                    }
                     let flight = FlightSpec {
                         key: own,
                         stale: None,
                         outcome: Outcome::VaryMiss,
                         discover: None,
+                        moved: true,
                     };
                     return Box::pin(self.fetch(lookup, flight, origin_req, upstream)).await;
                 }
@@ -469,6 +533,7 @@ impl Inner {
     fn join_or_start(
         self: &Arc<Self>,
         key: &str,
+        client: &HeaderMap,
         origin_req: &http::request::Parts,
         upstream: &Arc<dyn Upstream>,
         stale: Option<Arc<Meta>>,
@@ -496,11 +561,20 @@ impl Inner {
         let this = self.clone();
         let key = key.to_owned();
         let upstream = upstream.clone();
+        // The variant is computed from the client's headers, never from the origin request
+        // (which lacks hop-by-hop fields and has proxy headers added): every waiter computes
+        // its own variant from its client headers, so both sides must use the same source.
+        let client = client.clone();
         // Spawned so that the fetch outlives the request that started it (a client abort must
         // not strand the requests waiting on this flight).
         tokio::spawn(async move {
-            this.fly(&key, req, upstream, stale, discover, tx, pass_tx)
-                .await;
+            let flight = FlightRequest {
+                req,
+                client,
+                stale,
+                discover,
+            };
+            this.fly(&key, flight, upstream, tx, pass_tx).await;
             this.flights
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -511,47 +585,81 @@ impl Inner {
 
     /// The flight itself: one origin request, its outcome published to every waiter, and a
     /// fill run to completion when the response is storable.
-    #[allow(clippy::too_many_arguments)] // the flight's inputs and its two output channels
     async fn fly(
         self: &Arc<Self>,
         key: &str,
-        req: Request<Body>,
+        flight: FlightRequest,
         upstream: Arc<dyn Upstream>,
-        stale: Option<Arc<Meta>>,
-        discover: Option<u64>,
         landed: tokio::sync::watch::Sender<Option<Landed>>,
         pass_tx: tokio::sync::oneshot::Sender<Response<Body>>,
     ) {
-        let request_time = SystemTime::now();
+        let FlightRequest {
+            req,
+            client,
+            stale,
+            discover,
+        } = flight;
         let method = Method::GET;
         let req_headers = req.headers().clone();
-        self.counters.origin_fetches.inc();
-        let response = match upstream.fetch(req).await {
-            Ok(response) => response,
-            Err(e) => {
-                tracing::warn!(key = %key.replace('\0', " "), error = %e, "origin fetch failed");
-                let _ = landed.send(Some(Landed::Failed {
-                    status: e.status(),
-                    message: e.to_string().into(),
-                }));
-                return;
+        let (req_parts, _) = req.into_parts();
+        // At most two origin requests: the second only when a revalidation's 304 selects no
+        // stored response, and then without validators (so it cannot be a 304 again).
+        let mut conditional = stale.is_some();
+        let (request_time, response_time, mut parts, body) = loop {
+            let mut parts = req_parts.clone();
+            if !conditional {
+                parts.headers.remove(header::IF_NONE_MATCH);
+                parts.headers.remove(header::IF_MODIFIED_SINCE);
+            }
+            let request_time = SystemTime::now();
+            self.counters.origin_fetches.inc();
+            let response = match upstream
+                .fetch(Request::from_parts(parts, body::empty()))
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::warn!(key = %key.replace('\0', " "), error = %e, "origin fetch failed");
+                    let _ = landed.send(Some(Landed::Failed {
+                        status: e.status(),
+                        message: e.to_string().into(),
+                    }));
+                    return;
+                }
+            };
+            let response_time = SystemTime::now();
+            let (mut parts, body) = response.into_parts();
+            crate::headers::strip_hop_by_hop(&mut parts.headers);
+            ensure_date(&mut parts.headers, response_time);
+            if parts.status != StatusCode::NOT_MODIFIED {
+                break (request_time, response_time, parts, body);
+            }
+            // RFC 9111 4.3.3/4.3.4: a 304 answers our own conditional request; it is never
+            // passed to a client, which asked for the resource, not for our validation.
+            match stale.as_ref().filter(|_| conditional) {
+                Some(stale) if policy::not_modified_selects(stale.header_map(), &parts.headers) => {
+                    let result = self
+                        .refresh(stale, &parts.headers, request_time, response_time)
+                        .await;
+                    let _ = landed.send(Some(result));
+                    return;
+                }
+                Some(_) => {
+                    tracing::debug!(key = %key.replace('\0', " "), "304 names another version; fetching unconditionally");
+                    conditional = false;
+                }
+                None => {
+                    tracing::warn!(key = %key.replace('\0', " "), "origin answered 304 to an unconditional request");
+                    let _ = landed.send(Some(Landed::Failed {
+                        status: StatusCode::BAD_GATEWAY,
+                        message: "origin answered 304 Not Modified to an unconditional request"
+                            .into(),
+                    }));
+                    return;
+                }
             }
         };
-        let response_time = SystemTime::now();
-        let (mut parts, body) = response.into_parts();
-        crate::headers::strip_hop_by_hop(&mut parts.headers);
-        ensure_date(&mut parts.headers, response_time);
 
-        if parts.status == StatusCode::NOT_MODIFIED
-            && let Some(stale) =
-                stale.filter(|s| policy::not_modified_matches(s.header_map(), &parts.headers))
-        {
-            let result = self
-                .refresh(&stale, &parts.headers, request_time, response_time)
-                .await;
-            let _ = landed.send(Some(result));
-            return;
-        }
         let primary = key::primary_of(key).to_owned();
         let mut body = body::boxed(body);
         if let Some(index) = discover
@@ -559,7 +667,7 @@ impl Inner {
         {
             let times = (request_time, response_time);
             match self
-                .discovered(&primary, index, &req_headers, &mut parts, body, times)
+                .discovered(&primary, index, &client, &mut parts, body, times)
                 .await
             {
                 Discovery::Landed(result) => {
@@ -569,6 +677,14 @@ impl Inner {
                 // The whole object fitted in the slice: store it like any response.
                 Discovery::Whole(whole) => body = whole,
             }
+        } else if discover.is_some() && parts.status != StatusCode::OK {
+            // The answer to our slice probe (a 416, a 404 for a range, an error): it says
+            // nothing storable about the URL, so only the request that asked gets it.
+            let _ = landed.send(Some(Landed::Pass {
+                status: parts.status,
+            }));
+            let _ = pass_tx.send(Response::from_parts(parts, body));
+            return;
         }
         let verdict = storable(&method, &req_headers, parts.status, &parts.headers)
             .and_then(|()| self.within_size(&parts.headers));
@@ -577,7 +693,7 @@ impl Inner {
                 self.passes.invalidate(&primary);
                 let variant = match policy::vary(&parts.headers) {
                     Vary::Fields(fields) => {
-                        key::variant(&primary, &policy::vary_key(&fields, &req_headers))
+                        key::variant(&primary, &policy::vary_key(&fields, &client))
                     }
                     _ => key::variant(&primary, ""),
                 };
@@ -637,7 +753,7 @@ impl Inner {
         &self,
         primary: &str,
         index: u64,
-        req_headers: &HeaderMap,
+        client: &HeaderMap,
         parts: &mut http::response::Parts,
         body: Body,
         times: (SystemTime, SystemTime),
@@ -661,7 +777,7 @@ impl Inner {
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
             return Discovery::Whole(body);
         }
-        let as_whole = storable(&Method::GET, req_headers, StatusCode::OK, &parts.headers);
+        let as_whole = storable(&Method::GET, client, StatusCode::OK, &parts.headers);
         if as_whole.is_err()
             || !slices::has_validator(&parts.headers)
             || total > self.limits.max_object_size
@@ -669,7 +785,7 @@ impl Inner {
             return Discovery::pass(parts.status);
         }
         let variant = match policy::vary(&parts.headers) {
-            Vary::Fields(fields) => key::variant(primary, &policy::vary_key(&fields, req_headers)),
+            Vary::Fields(fields) => key::variant(primary, &policy::vary_key(&fields, client)),
             _ => key::variant(primary, ""),
         };
         match self
@@ -684,19 +800,28 @@ impl Inner {
         }
     }
 
-    /// The slice a range miss starts in, when the range is a single `a-b` or `a-`.
-    fn discovery_slice(&self, headers: &HeaderMap) -> Option<u64> {
-        let value = headers.get(header::RANGE)?;
-        let spec = value.to_str().ok()?.trim();
-        let spec = spec
-            .get(6..)
-            .filter(|_| spec[..6].eq_ignore_ascii_case("bytes="))?;
-        if spec.contains(',') || spec.trim_start().starts_with('-') {
-            return None;
+    /// How a range request for an unknown object is fetched: the slice a single `a-b` or `a-`
+    /// starts in, the suffix range as it is, or (anything else) the whole object.
+    fn discovery_slice(&self, headers: &HeaderMap) -> RangeMiss {
+        let Some(value) = headers.get(header::RANGE) else {
+            return RangeMiss::Whole;
+        };
+        let Some(spec) = value.to_str().ok().map(str::trim) else {
+            return RangeMiss::Whole;
+        };
+        let Some(spec) = spec.get(6..).filter(|_| {
+            spec.get(..6)
+                .is_some_and(|u| u.eq_ignore_ascii_case("bytes="))
+        }) else {
+            return RangeMiss::Whole;
+        };
+        if spec.contains(',') {
+            return RangeMiss::Whole;
         }
         match range::evaluate(Some(value), u64::MAX, self.range_limits()) {
-            RangeAnswer::Single(r) => Some(r.start / self.limits.slice_size as u64),
-            _ => None,
+            RangeAnswer::Single(_) if spec.trim_start().starts_with('-') => RangeMiss::Suffix,
+            RangeAnswer::Single(r) => RangeMiss::Slice(r.start / self.limits.slice_size as u64),
+            _ => RangeMiss::Whole,
         }
     }
 
@@ -734,7 +859,7 @@ impl Inner {
     }
 
     fn variant_for(&self, lookup: &Lookup<'_>, head: &Meta) -> String {
-        let primary = key::primary(lookup.host, lookup.path_and_query);
+        let primary = key::primary(lookup.scheme, lookup.host, lookup.path_and_query);
         match &head.facts().vary {
             Vary::Fields(fields) => {
                 key::variant(&primary, &policy::vary_key(fields, lookup.headers))
@@ -746,12 +871,13 @@ impl Inner {
     fn revalidate_in_background(
         self: &Arc<Self>,
         key: &str,
+        client: &HeaderMap,
         origin_req: &http::request::Parts,
         upstream: &Arc<dyn Upstream>,
         stale: Arc<Meta>,
     ) {
         // Starting (or joining) the flight is enough: it runs to completion on its own.
-        let _ = self.join_or_start(key, origin_req, upstream, Some(stale), None);
+        let _ = self.join_or_start(key, client, origin_req, upstream, Some(stale), None);
     }
 
     /// Serves a stale entry because the origin failed, when stale-if-error allows it.
@@ -846,8 +972,22 @@ impl Inner {
             return Some(Served { response, status });
         }
         let answer = self.range_answer(lookup, &stored_headers, meta.status(), meta.body_len);
+        // The fill under way for this key may be of a newer version than the entry this
+        // request found: read from it only if it fills this very version.
         let source = match self.active_fill(&meta.key) {
-            Some(fill) if meta.sliced.is_some() => Source::Fill(fill),
+            Some(fill)
+                if meta.sliced.is_some()
+                    && fill.object().is_some_and(|o| {
+                        slices::same_version(
+                            meta.header_map(),
+                            meta.body_len,
+                            o.header_map(),
+                            o.body_len,
+                        )
+                    }) =>
+            {
+                Source::Fill(fill)
+            }
             _ => Source::Stored(meta.clone()),
         };
         let mut response = self

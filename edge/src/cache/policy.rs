@@ -695,6 +695,16 @@ pub fn not_modified_matches(stored: &HeaderMap, not_modified: &HeaderMap) -> boo
         .is_some_and(|tag| is_strong(tag.as_bytes()))
 }
 
+/// Whether a 304 to the edge's own revalidation selects the stored response it validated. The
+/// edge sends the validators of exactly one stored response, so a 304 that carries no
+/// validator at all can only mean that one (origins such as nginx send bare 304s); one that
+/// carries a validator must match it ([`not_modified_matches`]).
+pub fn not_modified_selects(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    let bare = !not_modified.contains_key(header::ETAG)
+        && !not_modified.contains_key(header::LAST_MODIFIED);
+    bare || not_modified_matches(stored, not_modified)
+}
+
 /// Dates compare by instant when both parse, else byte for byte.
 fn same_date(a: &HeaderValue, b: &HeaderValue) -> bool {
     match (parse_date(a), parse_date(b)) {
@@ -1380,6 +1390,23 @@ mod tests {
             let got = not_modified_matches(&h(stored), &h(not_modified));
             assert_eq!(got, want, "stored [{stored}] 304 [{not_modified}]");
         }
+    }
+
+    #[test]
+    fn a_bare_304_to_our_revalidation_selects_what_we_validated() {
+        // A 304 with no validator answers the one set of validators the edge sent.
+        assert!(not_modified_selects(&h("etag: \"a\""), &h("")));
+        assert!(not_modified_selects(
+            &h("etag: \"a\""),
+            &h("cache-control: max-age=5")
+        ));
+        assert!(not_modified_selects(&h("etag: \"a\""), &h("etag: \"a\"")));
+        // One that names another version selects nothing: the edge fetches again.
+        assert!(!not_modified_selects(&h("etag: \"a\""), &h("etag: \"b\"")));
+        assert!(!not_modified_selects(
+            &h("last-modified: @0"),
+            &h("last-modified: @1")
+        ));
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub(super) enum SliceError {
 
 type SliceResult = Result<Bytes, SliceError>;
 
-/// Slice fetches under way, by slice key.
+/// Slice fetches under way, by slice key *and version* ([`flight_key`]): a reader of one
+/// version of an object never joins the fetch of another version's slice.
 #[derive(Default)]
 pub(super) struct SliceFlights {
     map: Mutex<HashMap<String, watch::Receiver<Option<SliceResult>>>>,
@@ -72,6 +73,24 @@ pub(super) fn slice_meta(object: &Meta, index: u64, chunk: ChunkRef) -> Meta {
         sliced: None,
         parsed: Default::default(),
     }
+}
+
+/// The key of the fetch of slice `index` of this version of `object`: the slice key, plus the
+/// validator and length that `same_version` compares. Keyed by the slice alone, a reader that
+/// started on version N could be handed the slice a reader of N+1 fetched (checked against
+/// N+1's validators), and send a body that ends in the next version.
+fn flight_key(object: &Meta, index: u64) -> String {
+    let headers = object.header_map();
+    let tag = strong_etag(headers)
+        .or_else(|| headers.get(header::LAST_MODIFIED))
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    format!(
+        "{}\u{2}{}\u{2}{}",
+        key::slice(&object.key, index),
+        String::from_utf8_lossy(tag),
+        object.body_len
+    )
 }
 
 /// The validators that identify a version of an object.
@@ -222,7 +241,7 @@ impl Inner {
         index: u64,
         origin: &OriginTemplate,
     ) -> watch::Receiver<Option<SliceResult>> {
-        let key = key::slice(&object.key, index);
+        let key = flight_key(object, index);
         let mut flights = self
             .slice_flights
             .map
@@ -327,7 +346,7 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             for j in wanted + 1..count {
-                let key = key::slice(&object.key, j);
+                let key = flight_key(object, j);
                 if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
                     let (tx, rx) = watch::channel(None);
                     slot.insert(rx);
@@ -404,7 +423,7 @@ impl Inner {
             .map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key::slice(&object.key, index));
+            .remove(&flight_key(object, index));
     }
 
     async fn store_slice(&self, object: &Meta, index: u64, bytes: Bytes) {

@@ -9,6 +9,7 @@ mod browser;
 mod caching;
 mod coalescing;
 mod h3;
+mod hardening;
 mod media;
 mod process;
 mod ranges;

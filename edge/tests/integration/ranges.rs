@@ -14,8 +14,14 @@ use crate::support::origin::{Reply, TestOrigin, pattern_check};
 const SLICE: u64 = 64 * 1024;
 
 /// An edge with 64 KiB slices, so small test objects are sliced.
+/// Slices shared by http and https (`scheme = "shared"`), so that one entry serves every
+/// protocol these tests loop over.
 async fn sliced_edge(origin: &TestOrigin) -> TestEdge {
-    TestEdge::start_with(&origin.url(), |c| c.cache.slice_size = ByteSize::b(SLICE)).await
+    TestEdge::start_with(&origin.url(), |c| {
+        c.cache.slice_size = ByteSize::b(SLICE);
+        c.sites[0].scheme = edge::config::SchemePolicy::Shared;
+    })
+    .await
 }
 
 fn ranged(len: u64, etag: &str) -> Reply {

@@ -246,7 +246,11 @@ async fn large_bodies_stream_byte_for_byte_on_miss_and_hit() {
         "/large",
         Reply::generated(len).header("cache-control", "max-age=60"),
     );
-    let edge = TestEdge::start(&origin.url()).await;
+    // One entry for http and https, so every protocol after the first is a hit.
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.sites[0].scheme = edge::config::SchemePolicy::Shared;
+    })
+    .await;
     for proto in Proto::ALL {
         let client = edge.client(proto);
         let mut offset = 0u64;

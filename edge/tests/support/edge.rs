@@ -33,6 +33,7 @@ pub fn test_config(origin: &str, cache_dir: &Path) -> EdgeConfig {
         hosts: SITE_HOSTS.iter().map(|h| h.to_string()).collect(),
         origin: origin.to_owned(),
         forward_host: false,
+        scheme: Default::default(),
     }];
     c
 }

@@ -1,0 +1,371 @@
+//! Regressions of the hardening findings (issue 14): each test here failed on 125585a.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support::edge::{Proto, TestEdge, metric};
+use crate::support::origin::{Reply, TestOrigin, pattern_check};
+
+/// Sends raw bytes to the plain HTTP listener and returns what comes back (until close).
+async fn raw(edge: &TestEdge, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(edge.running.http_addr().unwrap())
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Finding 1: `Vary` naming a header the edge removes, rewrites or adds on the way to the
+/// origin made waiters hop from flight to flight until the stack overflowed.
+#[tokio::test]
+async fn vary_on_headers_the_edge_rewrites_is_answered() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    let cases: [(&str, &str); 7] = [
+        (
+            "accept-encoding",
+            "Accept-Encoding: gzip\r\nConnection: accept-encoding\r\n",
+        ),
+        ("via", ""),
+        ("x-forwarded-for", "X-Forwarded-For: 192.0.2.1\r\n"),
+        ("host", ""),
+        ("range", "Range: bytes=0-3\r\n"),
+        ("if-none-match", "If-None-Match: \"zzz\"\r\n"),
+        ("te", "TE: trailers\r\nConnection: te\r\n"),
+    ];
+    for (i, (vary, extra)) in cases.iter().enumerate() {
+        let path = format!("/vary{i}");
+        origin.route(
+            &path,
+            Reply::ok("varied body")
+                .header("vary", vary)
+                .header("cache-control", "max-age=60")
+                .header("etag", "\"v\""),
+        );
+        for _ in 0..2 {
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
+            );
+            let reply = raw(&edge, request.as_bytes()).await;
+            assert!(
+                reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.1 206"),
+                "Vary: {vary}: {reply}"
+            );
+        }
+    }
+    // Concurrent waiters with different values, over every protocol.
+    origin.route(
+        "/vary-many",
+        Reply::ok("x")
+            .header("vary", "accept-encoding")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(200)),
+    );
+    let mut tasks = Vec::new();
+    for (n, proto) in Proto::ALL.into_iter().cycle().take(12).enumerate() {
+        let client = edge.client(proto);
+        let url = edge.url(proto, "/vary-many");
+        let value = ["gzip", "br", "identity"][n % 3];
+        tasks.push(tokio::spawn(async move {
+            client.get_with(&url, &[("accept-encoding", value)]).await
+        }));
+    }
+    for task in tasks {
+        let resp = task.await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), "x");
+    }
+}
+
+/// Finding 3: the origin's 416 to a range probe was stored as the URL's response.
+#[tokio::test]
+async fn a_range_probe_error_is_never_stored() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    origin.route(
+        "/probe",
+        Reply::dynamic(|req| match req.headers.contains_key("range") {
+            true => Reply::status(416).header("content-range", "bytes */100"),
+            false => Reply::ok(vec![b'p'; 100]),
+        })
+        .header("cache-control", "max-age=600")
+        .header("etag", "\"p\""),
+    );
+    for proto in [Proto::H1, Proto::H2] {
+        let client = edge.client(proto);
+        let url = edge.url(proto, "/probe");
+        let resp = client
+            .get_with(&url, &[("range", "bytes=99999999999-")])
+            .await;
+        assert_eq!(resp.status, 416, "{proto:?}");
+        let resp = client.get(&url).await;
+        assert_eq!(resp.status, 200, "{proto:?}: a plain GET after the probe");
+        assert_eq!(resp.body.len(), 100);
+    }
+}
+
+/// Finding 4: the origin must see exactly the host the edge routed and keyed by.
+#[tokio::test]
+async fn the_origin_sees_the_host_the_request_was_routed_by() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| c.sites[0].forward_host = true).await;
+    origin.route(
+        "/h",
+        Reply::ok("host").header("cache-control", "max-age=60"),
+    );
+    // Absolute form: the target's authority, whatever the Host header says.
+    let reply = raw(
+        &edge,
+        b"GET http://cdn.test/h HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = origin.requests("/h");
+    assert_eq!(seen.last().unwrap().header("host"), Some("cdn.test"));
+    for bad in [
+        "Host: evil@cdn.test\r\n",
+        "Host: cdn.test\r\nHost: localhost\r\n",
+        "Host: cdn.test/x\r\n",
+    ] {
+        let request = format!("GET /h HTTP/1.1\r\n{bad}Connection: close\r\n\r\n");
+        let reply = raw(&edge, request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{bad:?}: {reply}");
+    }
+    assert_eq!(
+        origin.hits("/h"),
+        1,
+        "refused requests never reach the origin"
+    );
+    // A trailing dot and upper case are the same site and the same entry.
+    let reply = raw(
+        &edge,
+        b"GET /h HTTP/1.1\r\nHost: CDN.test.\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.contains("cache-status: edge-test; hit"), "{reply}");
+    assert_eq!(origin.hits("/h"), 1);
+}
+
+/// Finding 5: an entry made for http was served to https while the origin was told the
+/// scheme; an origin that redirects http to https looped its users.
+#[tokio::test]
+async fn http_and_https_get_their_own_answers() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    origin.route(
+        "/s",
+        Reply::dynamic(|req| match req.headers.get("x-forwarded-proto") {
+            Some(v) if v == "http" => Reply::status(301).header("location", "https://cdn.test/s"),
+            _ => Reply::ok("secure"),
+        })
+        .header("cache-control", "max-age=600"),
+    );
+    let h1 = edge.client(Proto::H1).get(&edge.url(Proto::H1, "/s")).await;
+    assert_eq!(h1.status, 301);
+    for proto in [Proto::H2, Proto::H3, Proto::H1Tls] {
+        let resp = edge.client(proto).get(&edge.url(proto, "/s")).await;
+        assert_eq!(resp.status, 200, "{proto:?} got the http answer");
+        assert_eq!(resp.text(), "secure");
+    }
+    assert_eq!(origin.hits("/s"), 2, "one entry per scheme");
+
+    // `scheme = "shared"`: one entry, and the origin is told no scheme at all.
+    let shared = TestEdge::start_with(&origin.url(), |c| {
+        c.sites[0].scheme = edge::config::SchemePolicy::Shared;
+    })
+    .await;
+    origin.route(
+        "/t",
+        Reply::ok("same").header("cache-control", "max-age=600"),
+    );
+    let a = shared
+        .client(Proto::H1)
+        .get(&shared.url(Proto::H1, "/t"))
+        .await;
+    let b = shared
+        .client(Proto::H2)
+        .get(&shared.url(Proto::H2, "/t"))
+        .await;
+    assert_eq!((a.text().as_str(), b.text().as_str()), ("same", "same"));
+    assert_eq!(origin.hits("/t"), 1);
+    assert!(
+        origin.requests("/t")[0]
+            .header("x-forwarded-proto")
+            .is_none(),
+        "a shared entry must not depend on a scheme the origin was told"
+    );
+}
+
+/// Finding 10: an uncached multi-range request was forwarded as it was; 100 ranges drew the
+/// object 100 times from the origin.
+#[tokio::test]
+async fn many_ranges_of_an_uncached_object_cost_the_origin_the_object_once() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    let len = 300_000u64;
+    origin.route(
+        "/m",
+        Reply::generated(len)
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"m\"")
+            .header("accept-ranges", "bytes"),
+    );
+    let ranges = format!("bytes={}", vec!["0-"; 100].join(","));
+    // Twice over one scheme: the second is answered from the entry the first stored.
+    for proto in [Proto::H1, Proto::H1] {
+        let resp = edge
+            .client(proto)
+            .get_with(&edge.url(proto, "/m"), &[("range", &ranges)])
+            .await;
+        assert!(
+            resp.status == 200 || resp.status == 206,
+            "{proto:?}: {}",
+            resp.status
+        );
+        if resp.status == 200 {
+            assert_eq!(pattern_check(0, &resp.body), Ok(()));
+        }
+    }
+    assert!(
+        origin.bytes_sent("/m") <= len,
+        "origin sent {} bytes for a {len}-byte object",
+        origin.bytes_sent("/m")
+    );
+    let two = edge
+        .client(Proto::H1)
+        .get_with(&edge.url(Proto::H1, "/m2"), &[("range", "bytes=0-9,20-29")])
+        .await;
+    assert_eq!(two.status, 404, "an unknown URL is still the origin's 404");
+}
+
+/// Finding 11: a bare 304 to the edge's revalidation reached a client that asked
+/// unconditionally.
+#[tokio::test]
+async fn a_bare_304_revalidates_the_stored_response() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    for (path, cc) in [("/nc", "no-cache"), ("/mr", "max-age=0, must-revalidate")] {
+        origin.route(
+            path,
+            Reply::dynamic(move |req| match req.headers.get("if-none-match") {
+                Some(tag) if tag == "\"a\"" => Reply::status(304),
+                _ => Reply::ok("stored body")
+                    .header("etag", "\"a\"")
+                    .header("cache-control", cc),
+            }),
+        );
+        for proto in Proto::ALL {
+            let client = edge.client(proto);
+            let url = edge.url(proto, path);
+            let resp = client.get(&url).await;
+            assert_eq!(resp.status, 200, "{path} {proto:?}");
+            assert_eq!(resp.text(), "stored body", "{path} {proto:?}");
+        }
+        let head = edge
+            .client(Proto::H2)
+            .send(
+                http::Request::head(edge.url(Proto::H2, path))
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(head.status, 200, "HEAD {path}");
+        let seen: Vec<_> = origin
+            .requests(path)
+            .iter()
+            .map(|r| r.header("if-none-match").map(str::to_owned))
+            .collect();
+        // One unconditional fetch per scheme (http, https), then revalidations only.
+        assert!(
+            seen.iter().filter(|s| s.is_none()).count() == 2,
+            "revalidations are conditional: {seen:?}"
+        );
+    }
+    // A 304 naming another version selects nothing: fetched again, unconditionally.
+    origin.route(
+        "/other",
+        Reply::dynamic(|req| match req.headers.get("if-none-match") {
+            Some(_) => Reply::status(304).header("etag", "\"b\""),
+            None => Reply::ok("fresh copy")
+                .header("etag", "\"a\"")
+                .header("cache-control", "no-cache"),
+        }),
+    );
+    let client = edge.client(Proto::H1);
+    let url = edge.url(Proto::H1, "/other");
+    assert_eq!(client.get(&url).await.text(), "fresh copy");
+    let again = client.get(&url).await;
+    assert_eq!(
+        (again.status.as_u16(), again.text()),
+        (200, "fresh copy".into())
+    );
+}
+
+/// Finding 12: dot segments (plain or encoded) reached the origin outside the site's prefix.
+#[tokio::test]
+async fn dot_segments_never_leave_the_origin_prefix() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&format!("{}/public", origin.url())).await;
+    origin.route(
+        "/public/b",
+        Reply::ok("inside").header("cache-control", "max-age=60"),
+    );
+    origin.route("/secret", Reply::ok("outside"));
+    for path in ["/a/../b", "/a/%2e%2E/b", "/./b"] {
+        let resp = edge.client(Proto::H1).get(&edge.url(Proto::H1, path)).await;
+        assert_eq!(resp.text(), "inside", "{path}");
+    }
+    for path in ["/../secret", "/a/%2e%2e/%2E%2E/secret", "/%2e%2e/secret"] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let reply = raw(&edge, request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+    }
+    assert_eq!(origin.hits("/secret"), 0);
+    assert_eq!(
+        origin.hits("/public/b"),
+        1,
+        "one entry for the normalised path"
+    );
+}
+
+/// Finding 12: a broken chunked request body is the client's fault (400), not the origin's
+/// (502, counted as an origin error).
+#[tokio::test]
+async fn an_invalid_chunked_request_body_is_a_bad_request() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    origin.route("/post", Reply::ok("posted"));
+    let reply = raw(
+        &edge,
+        b"POST /post HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let metrics = edge.metrics().await;
+    assert_eq!(metric(&metrics, "quicdn_origin_errors_total"), 0.0);
+}
+
+/// Finding 12: an origin body that fails before its first byte gave a head and no body.
+#[tokio::test]
+async fn an_origin_body_that_fails_at_once_is_a_bad_gateway() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    origin.route(
+        "/broken",
+        Reply::generated(5000)
+            .header("cache-control", "max-age=60")
+            .reset_after(0),
+    );
+    origin.route("/broken-pass", Reply::generated(5000).reset_after(0));
+    for path in ["/broken", "/broken-pass"] {
+        for proto in [Proto::H1, Proto::H2, Proto::H3] {
+            let resp = edge.client(proto).get(&edge.url(proto, path)).await;
+            assert_eq!(resp.status, 502, "{path} {proto:?}");
+        }
+    }
+}
