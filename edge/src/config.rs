@@ -68,6 +68,31 @@ pub struct ListenConfig {
     /// (slowloris protection).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection that sends no byte within this time of being accepted (or of its TLS
+    /// handshake, which `header_read_timeout` bounds) is closed: silent connections would
+    /// otherwise hold a `max_connections` slot for ever.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// A keep-alive connection (HTTP/1.1 or HTTP/2) with no request in flight that sends
+    /// nothing for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection whose writes stay blocked this long (the client reads nothing: a zero
+    /// flow-control window or a full TCP window) is closed, freeing what its responses hold.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// Most connections open at once from one client address, over all listeners (TCP and
+    /// QUIC); more are closed at once. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Concurrent requests (streams) one HTTP/2 connection may have open.
+    pub h2_max_concurrent_streams: u32,
+    /// Body bytes (chunks read from the store) the responses of one connection may hold
+    /// while its client reads; further responses wait. Bounds what a client that does not
+    /// read (a zero HTTP/2 window on every stream) can pin. Chunks up to 16 KiB are not
+    /// counted.
+    pub body_memory_per_connection: ByteSize,
+    /// The same for all connections together.
+    pub body_memory_total: ByteSize,
     /// TCP_NOTSENT_LOWAT: unsent bytes the kernel queues per connection before the edge writes
     /// more. Keeps the edge from writing (and fetching slices) far ahead of a client that is
     /// about to hang up, as players do on every seek; it does not limit bytes in flight.
@@ -86,6 +111,22 @@ impl Default for ListenConfig {
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            // nginx's client_header_timeout is 60 s; a browser sends its request at once
+            // after connecting, so 10 s only cuts what is not a browser.
+            first_byte_timeout: Duration::from_secs(10),
+            // nginx: keepalive_timeout 75 s; browsers close idle connections after ~5 min.
+            idle_timeout: Duration::from_secs(75),
+            // nginx's send_timeout.
+            send_timeout: Duration::from_secs(60),
+            // Enough for a large NAT (an office, a carrier-grade NAT's share of one address)
+            // while one host cannot take more than a small part of max_connections.
+            max_connections_per_ip: 256,
+            // As for HTTP/3 (quic.max_concurrent_streams): browsers open up to ~100.
+            h2_max_concurrent_streams: 100,
+            // Four 1 MiB slices: a stream sends one while reading the next, and a
+            // connection streams two large objects at full speed.
+            body_memory_per_connection: ByteSize::mib(4),
+            body_memory_total: ByteSize::mib(512),
             notsent_lowat: ByteSize::kib(128),
         }
     }
@@ -127,9 +168,15 @@ pub struct QuicConfig {
     /// A connection with no traffic for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// PING interval that keeps idle connections (and NAT bindings) alive; 0 disables.
+    /// PING interval that keeps idle connections (and NAT bindings) alive; 0 disables. Off
+    /// by default: the server's own PINGs would keep every idle client past `idle_timeout`
+    /// (browsers keep alive the connections they want kept).
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// With this many QUIC connections open, a new handshake from an address not yet
+    /// validated gets a Retry first (one round trip more; spoofed sources cannot answer it).
+    /// 0: always.
+    pub retry_above: usize,
     /// Flow-control window per stream: bounds what one request body can have in flight.
     pub stream_receive_window: ByteSize,
     /// Flow-control window per connection.
@@ -155,7 +202,9 @@ impl Default for QuicConfig {
             max_concurrent_streams: 100,
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(10),
+            keep_alive: Duration::ZERO,
+            // A tenth of max_connections: below it a handshake costs one round trip less.
+            retry_above: 1_000,
             // 1 MiB per stream / 8 MiB per connection: enough for ~100 Mbit/s at 80 ms RTT
             // per connection, small enough that 10k connections cannot exhaust memory.
             stream_receive_window: ByteSize::mib(1),
@@ -338,6 +387,18 @@ impl EdgeConfig {
             return bad(
                 "quic.enabled needs listen.https (HTTP/3 shares its port and certificate)".into(),
             );
+        }
+        if self.listen.h2_max_concurrent_streams == 0 {
+            return bad("listen.h2_max_concurrent_streams must be at least 1".into());
+        }
+        for (name, value) in [
+            ("first_byte_timeout", self.listen.first_byte_timeout),
+            ("idle_timeout", self.listen.idle_timeout),
+            ("send_timeout", self.listen.send_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(format!("listen.{name} must be more than 0"));
+            }
         }
         if self.quic.max_concurrent_streams == 0 {
             return bad("quic.max_concurrent_streams must be at least 1".into());

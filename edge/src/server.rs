@@ -101,11 +101,19 @@ impl Edge {
         let service = Arc::new(build_service(&config, alt_svc).await?);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
+        let per_ip = crate::frontend::limits::PerIp::new(config.listen.max_connections_per_ip);
         let limits = TcpLimits {
             max_connections: config.listen.max_connections,
             header_read_timeout: config.listen.header_read_timeout,
             shutdown_grace: config.listen.shutdown_grace,
             notsent_lowat: u32::try_from(config.listen.notsent_lowat.as_u64()).unwrap_or(u32::MAX),
+            timeouts: crate::frontend::limits::Timeouts {
+                first_byte: config.listen.first_byte_timeout,
+                idle: config.listen.idle_timeout,
+                send: config.listen.send_timeout,
+            },
+            h2_max_concurrent_streams: config.listen.h2_max_concurrent_streams,
+            per_ip: per_ip.clone(),
         };
         let material = match https_listener {
             Some(_) => Some(tls_material(&config)?),
@@ -118,7 +126,7 @@ impl Edge {
                 listener,
                 Some(acceptor),
                 service.clone(),
-                limits,
+                limits.clone(),
                 stopped.clone(),
             )));
         }
@@ -128,7 +136,11 @@ impl Edge {
                 endpoint,
                 service.clone(),
                 config.quic.clone(),
-                config.listen.shutdown_grace,
+                crate::frontend::h3::QuicLimits {
+                    shutdown_grace: config.listen.shutdown_grace,
+                    header_read_timeout: config.listen.header_read_timeout,
+                    per_ip: per_ip.clone(),
+                },
                 stopped.clone(),
             )));
         }
@@ -252,6 +264,8 @@ async fn build_service(
         health_path: config.listen.health_path.clone(),
         access_log: config.log.access_log,
         alt_svc,
+        body_memory_per_connection: config.listen.body_memory_per_connection.as_u64(),
+        body_memory_total: config.listen.body_memory_total.as_u64(),
     };
     Ok(Service::new(settings, sites, cache, origin, metrics))
 }

@@ -21,6 +21,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
 use crate::body::{self, Body, BoxError};
+use crate::cache::budget::{ReadBudget, TotalBudget};
 use crate::cache::{self, Cache, Lookup, Served, Upstream};
 use crate::config::SchemePolicy;
 use crate::headers::{self, CacheStatus, Outcome};
@@ -58,13 +59,15 @@ impl Protocol {
 }
 
 /// What a front-end knows about a request besides the request itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestCtx {
     pub protocol: Protocol,
     pub peer: SocketAddr,
     /// Arrived over TLS (HTTPS or QUIC).
     pub secure: bool,
     pub start: Instant,
+    /// The memory its connection's responses may hold ([`Service::connection_budget`]).
+    pub budget: ReadBudget,
 }
 
 /// Settings of the service taken from config.
@@ -75,6 +78,10 @@ pub struct ServiceSettings {
     pub access_log: bool,
     /// `Alt-Svc` value added to responses over TCP (advertises HTTP/3).
     pub alt_svc: Option<HeaderValue>,
+    /// Bytes the responses of one connection may hold while their client reads.
+    pub body_memory_per_connection: u64,
+    /// Bytes all responses together may hold.
+    pub body_memory_total: u64,
 }
 
 /// The edge's request core.
@@ -85,6 +92,7 @@ pub struct Service {
     upstream: Arc<dyn Upstream>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
+    body_memory: TotalBudget,
     /// This node's `Via` entry per response version, built once rather than per response.
     via: Vec<(Version, HeaderValue)>,
 }
@@ -113,6 +121,7 @@ impl Service {
         .collect();
         Self {
             via,
+            body_memory: TotalBudget::new(settings.body_memory_total),
             settings,
             sites,
             cache,
@@ -120,6 +129,12 @@ impl Service {
             metrics,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// The budget of one more connection's responses (a front-end calls it per connection).
+    pub fn connection_budget(&self) -> ReadBudget {
+        self.body_memory
+            .connection(self.settings.body_memory_per_connection)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -233,6 +248,7 @@ impl Service {
             scheme,
             host,
             path_and_query,
+            budget: &ctx.budget,
         };
         if cache::policy::cacheable_method(&parts.method) {
             self.cache

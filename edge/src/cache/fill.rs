@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use tokio::sync::watch;
 
+use super::budget::ReadBudget;
 use super::meta::{ChunkRef, Meta};
 use super::store::{Store, StoreError};
 use crate::body::{Body, BoxError};
@@ -299,11 +300,12 @@ impl Fill {
 
     /// A body streaming this fill from its first byte.
     pub fn reader(self: &Arc<Self>) -> Body {
-        self.reader_range(0, u64::MAX)
+        self.reader_range(0, u64::MAX, ReadBudget::unlimited())
     }
 
-    /// A body streaming bytes `start..end` of this fill as they arrive.
-    pub fn reader_range(self: &Arc<Self>, start: u64, end: u64) -> Body {
+    /// A body streaming bytes `start..end` of this fill as they arrive; what it reads back
+    /// from the store counts against `budget`.
+    pub fn reader_range(self: &Arc<Self>, start: u64, end: u64, budget: ReadBudget) -> Body {
         use std::sync::atomic::Ordering::Relaxed;
         self.readers.fetch_add(1, Relaxed);
         self.had_readers.store(true, Relaxed);
@@ -312,6 +314,7 @@ impl Fill {
             pos: start,
             end,
             rx: self.progress.subscribe(),
+            budget,
             _count: ReaderCount(self.readers.clone()),
         };
         let stream = futures_util::stream::unfold(reader, |mut r| async move {
@@ -392,6 +395,7 @@ struct Reader {
     pos: u64,
     end: u64,
     rx: watch::Receiver<u64>,
+    budget: ReadBudget,
     _count: ReaderCount,
 }
 
@@ -414,7 +418,8 @@ impl Reader {
             let data = match self.fill.step(self.pos) {
                 Step::Data(bytes) => bytes,
                 Step::Read(chunk, skip, until) => {
-                    match self.fill.store.read_chunk(&chunk, false).await {
+                    let read = self.fill.store.read_chunk(&chunk, false);
+                    match self.budget.hold(chunk.len, read).await {
                         Ok(bytes) => bytes.slice(skip.min(bytes.len())..until.min(bytes.len())),
                         Err(e) => return Some(Err(Box::new(e) as BoxError)),
                     }

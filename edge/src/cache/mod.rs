@@ -8,6 +8,7 @@
 //! - [`store`]: bytes on disk and in memory.
 //! - [`fill`]: one origin body streamed to many readers while it is stored.
 
+pub mod budget;
 pub mod fill;
 pub mod key;
 pub mod meta;
@@ -26,6 +27,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 
+use self::budget::ReadBudget;
 use self::fill::{Fill, FillError, FillLimits};
 use self::meta::{FORMAT_VERSION, Meta};
 use self::policy::{Conditional, Freshness, NotStorable, PolicyConfig, Vary};
@@ -60,6 +62,8 @@ pub struct Lookup<'a> {
     pub scheme: Option<&'a str>,
     /// Lowercase host without port or trailing dot.
     pub host: &'a str,
+    /// What the response may hold in memory while its client reads (its connection's share).
+    pub budget: &'a ReadBudget,
     pub path_and_query: &'a str,
 }
 
@@ -1092,8 +1096,13 @@ impl Inner {
                 let body = match head_only {
                     true => body::empty(),
                     false => {
-                        self.span(source, ByteRange { start: 0, end: len }, origin)
-                            .await?
+                        self.span(
+                            source,
+                            ByteRange { start: 0, end: len },
+                            origin,
+                            lookup.budget,
+                        )
+                        .await?
                     }
                 };
                 (status, body, len)
@@ -1101,7 +1110,7 @@ impl Inner {
             RangeAnswer::Single(r) => {
                 let body = match head_only {
                     true => body::empty(),
-                    false => self.span(source, r, origin).await?,
+                    false => self.span(source, r, origin, lookup.budget).await?,
                 };
                 if let Ok(v) = HeaderValue::from_str(&r.content_range(len)) {
                     headers.insert(header::CONTENT_RANGE, v);
@@ -1121,7 +1130,7 @@ impl Inner {
                 let mut parts = Vec::new();
                 for (part_head, r) in &plan.parts {
                     parts.push(body::full(part_head.clone()));
-                    parts.push(self.span(source, *r, origin).await?);
+                    parts.push(self.span(source, *r, origin, lookup.budget).await?);
                 }
                 parts.push(body::full(plan.closing.clone()));
                 if let Ok(v) = HeaderValue::from_str(&plan.content_type()) {
@@ -1160,16 +1169,24 @@ impl Inner {
         source: &Source,
         span: ByteRange,
         origin: &OriginTemplate,
+        budget: &ReadBudget,
     ) -> Option<Body> {
         if span.start >= span.end {
             return Some(body::empty());
         }
         match source {
-            Source::Fill(fill) => Some(fill.reader_range(span.start, span.end)),
+            Source::Fill(fill) => Some(fill.reader_range(span.start, span.end, budget.clone())),
             Source::Stored(meta) if meta.sliced.is_some() => {
                 let size = meta.sliced.unwrap_or(1).max(1);
-                match Box::pin(self.slice(meta, span.start / size, origin)).await {
-                    Ok(first) => Some(self.slice_body(meta.clone(), span, first, origin.clone())),
+                let first =
+                    budget.hold(size, Box::pin(self.slice(meta, span.start / size, origin)));
+                match first.await {
+                    Ok(first) => Some(self.slice_body(
+                        meta.clone(),
+                        span,
+                        first,
+                        (origin.clone(), budget.clone()),
+                    )),
                     Err(e) => {
                         tracing::warn!(key = %meta.key.replace('\0', " "), error = %e, "sliced object unavailable");
                         None
@@ -1180,9 +1197,12 @@ impl Inner {
                 let keep_hot = meta.body_len <= self.limits.memory_object_max;
                 let (index, offset) = chunk_at(meta, span.start)?;
                 let chunk = &meta.chunks[index];
-                match self.store.read_chunk(chunk, keep_hot).await {
+                match budget
+                    .hold(chunk.len, self.store.read_chunk(chunk, keep_hot))
+                    .await
+                {
                     Ok(first) => Some(chunk_body(
-                        self.store.clone(),
+                        (self.store.clone(), budget.clone()),
                         meta.clone(),
                         (index, offset, first),
                         span,
@@ -1294,7 +1314,7 @@ fn fill_request(parts: &http::request::Parts, stale: Option<&Meta>) -> Request<B
 /// A streaming body over bytes `span` of an entry's chunks; `first` is (index, offset in it,
 /// bytes) of the chunk the span starts in, already read.
 fn chunk_body(
-    store: Arc<Store>,
+    io: (Arc<Store>, ReadBudget),
     meta: Arc<Meta>,
     first: (usize, u64, bytes::Bytes),
     span: ByteRange,
@@ -1302,17 +1322,21 @@ fn chunk_body(
 ) -> Body {
     let (index, offset, bytes) = first;
     let chunk_start = span.start - offset;
-    let state = (store, meta, index, chunk_start, Some(bytes));
+    let state = (Arc::new(io), meta, index, chunk_start, Some(bytes));
     let stream = futures_util::stream::unfold(
         state,
-        move |(store, meta, i, start, first)| async move {
+        move |(io, meta, i, start, first)| async move {
+            let (store, budget) = &*io;
             if start >= span.end {
                 return None;
             }
             let chunk = meta.chunks.get(i)?.clone();
             let bytes = match first {
                 Some(bytes) => bytes,
-                None => match store.read_chunk(&chunk, keep_hot).await {
+                None => match budget
+                    .hold(chunk.len, store.read_chunk(&chunk, keep_hot))
+                    .await
+                {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         // Bytes already sent cannot be taken back; the client sees a truncated
@@ -1323,7 +1347,7 @@ fn chunk_body(
                         let end = span.end;
                         return Some((
                             Err(Box::new(e) as body::BoxError),
-                            (store, meta, i, end, None),
+                            (io, meta, i, end, None),
                         ));
                     }
                 },
@@ -1334,7 +1358,7 @@ fn chunk_body(
             let next = start + chunk.len;
             Some((
                 Ok(http_body::Frame::data(part)),
-                (store, meta, i + 1, next, None),
+                (io, meta, i + 1, next, None),
             ))
         },
     );

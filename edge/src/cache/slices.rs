@@ -137,20 +137,30 @@ impl Inner {
         object: Arc<Meta>,
         span: ByteRange,
         first: Bytes,
-        origin: OriginTemplate,
+        (origin, budget): (OriginTemplate, super::budget::ReadBudget),
     ) -> Body {
         let size = object.sliced.unwrap_or(1).max(1);
-        let state = (self.clone(), object, span.start, Some(first), origin);
+        let state = (
+            self.clone(),
+            object,
+            span.start,
+            Some(first),
+            (origin, budget),
+        );
         let stream = futures_util::stream::unfold(
             state,
-            move |(inner, object, pos, first, origin)| async move {
+            move |(inner, object, pos, first, (origin, budget))| async move {
                 if pos >= span.end {
                     return None;
                 }
                 let index = pos / size;
                 let bytes = match first {
                     Some(bytes) => Ok(bytes),
-                    None => inner.slice(&object, index, &origin).await,
+                    None => {
+                        budget
+                            .hold(size, inner.slice(&object, index, &origin))
+                            .await
+                    }
                 };
                 inner.read_ahead(&object, index, &origin);
                 match bytes {
@@ -161,19 +171,19 @@ impl Inner {
                         let next = pos + part.len() as u64;
                         if part.is_empty() {
                             let short = SliceError::Fetch("slice shorter than expected".into());
-                            let end = (inner, object, span.end, None, origin);
+                            let end = (inner, object, span.end, None, (origin, budget));
                             return Some((Err(Box::new(short) as BoxError), end));
                         }
                         Some((
                             Ok(http_body::Frame::data(part)),
-                            (inner, object, next, None, origin),
+                            (inner, object, next, None, (origin, budget)),
                         ))
                     }
                     Err(e) => {
                         tracing::warn!(key = %object.key.replace('\0', " "), index, error = %e, "slice unavailable; response cut short");
                         Some((
                             Err(Box::new(e) as BoxError),
-                            (inner, object, span.end, None, origin),
+                            (inner, object, span.end, None, (origin, budget)),
                         ))
                     }
                 }
@@ -190,35 +200,59 @@ impl Inner {
         index: u64,
         origin: &OriginTemplate,
     ) -> SliceResult {
-        let key = key::slice(&object.key, index);
-        if let Some(stored) = self.store.get(&key) {
-            let ours = object.header_map();
-            let total = stored
-                .header_map()
-                .get(header::CONTENT_RANGE)
-                .and_then(range::parse_content_range)
-                .and_then(|(_, total)| total);
-            if total.is_some_and(|t| same_version(ours, object.body_len, stored.header_map(), t))
-                && let Some(chunk) = stored.chunks.first()
-            {
-                match self.store.read_chunk(chunk, false).await {
-                    Ok(bytes) => return Ok(bytes),
-                    Err(e) => {
-                        tracing::error!(%key, error = %e, "corrupt slice removed");
-                        self.store.drop_corrupt(&key, &chunk.sri).await;
-                    }
+        // Twice at most: a fetch that completes between the store lookup and the flight
+        // lookup has stored its slice, which the second pass reads.
+        for _ in 0..2 {
+            if let Some(bytes) = self.stored_slice(object, index).await {
+                return Ok(bytes);
+            }
+            let Some(mut rx) = self.start_slice(object, index, origin) else {
+                continue;
+            };
+            loop {
+                if let Some(result) = rx.borrow_and_update().clone() {
+                    return result;
                 }
-            } else {
-                self.store.remove(&key).await;
+                if rx.changed().await.is_err() {
+                    return Err(SliceError::Fetch("slice fetch abandoned".into()));
+                }
             }
         }
-        let mut rx = self.start_slice(object, index, origin);
-        loop {
-            if let Some(result) = rx.borrow_and_update().clone() {
-                return result;
-            }
-            if rx.changed().await.is_err() {
-                return Err(SliceError::Fetch("slice fetch abandoned".into()));
+        Err(SliceError::Fetch("slice stored but unreadable".into()))
+    }
+
+    /// The stored entry of slice `index` if it is of `object`'s version.
+    fn stored_slice_meta(&self, object: &Meta, index: u64) -> Option<Arc<Meta>> {
+        let stored = self.store.get(&key::slice(&object.key, index))?;
+        let total = stored
+            .header_map()
+            .get(header::CONTENT_RANGE)
+            .and_then(range::parse_content_range)
+            .and_then(|(_, total)| total)?;
+        same_version(
+            object.header_map(),
+            object.body_len,
+            stored.header_map(),
+            total,
+        )
+        .then_some(stored)
+    }
+
+    /// Slice `index` from the store, if it is there, of this version and intact.
+    async fn stored_slice(&self, object: &Meta, index: u64) -> Option<Bytes> {
+        let key = key::slice(&object.key, index);
+        let Some(stored) = self.stored_slice_meta(object, index) else {
+            // Another version's slice: it is replaced when this one is stored. (Removing it
+            // here raced with the fill of the new version, whose chunk it could delete.)
+            return None;
+        };
+        let chunk = stored.chunks.first()?;
+        match self.store.read_chunk(chunk, false).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "corrupt slice removed");
+                self.store.drop_corrupt(&key, &chunk.sri).await;
+                None
             }
         }
     }
@@ -228,19 +262,20 @@ impl Inner {
         let size = object.sliced.unwrap_or(1).max(1);
         let slices = object.body_len.div_ceil(size);
         for next in (index + 1..slices).take(self.limits.slice_read_ahead as usize) {
-            if self.store.get(&key::slice(&object.key, next)).is_none() {
+            if self.stored_slice_meta(object, next).is_none() {
                 let _ = self.start_slice(object, next, origin);
             }
         }
     }
 
-    /// Joins or starts the origin fetch of one slice.
+    /// Joins or starts the origin fetch of one slice; `None` when it is stored meanwhile (a
+    /// flight stores its slice before it leaves the map, so the check under the lock sees it).
     fn start_slice(
         self: &Arc<Self>,
         object: &Arc<Meta>,
         index: u64,
         origin: &OriginTemplate,
-    ) -> watch::Receiver<Option<SliceResult>> {
+    ) -> Option<watch::Receiver<Option<SliceResult>>> {
         let key = flight_key(object, index);
         let mut flights = self
             .slice_flights
@@ -248,7 +283,10 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = flights.get(&key) {
-            return rx.clone();
+            return Some(rx.clone());
+        }
+        if self.stored_slice_meta(object, index).is_some() {
+            return None;
         }
         let (tx, rx) = watch::channel(None);
         flights.insert(key.clone(), rx.clone());
@@ -267,7 +305,7 @@ impl Inner {
             let _ = tx.send(Some(result));
             inner.forget_slice_flight(&object, index);
         });
-        rx
+        Some(rx)
     }
 
     async fn fetch_slice(

@@ -410,8 +410,13 @@ impl Store {
             };
             if gone {
                 self.hot.invalidate(&sri);
-                if let Err(e) = cacache::remove_hash(&self.dir, &sri).await {
-                    tracing::warn!(%sri, error = %e, "cannot delete cached content");
+                match cacache::remove_hash(&self.dir, &sri).await {
+                    Ok(()) => {}
+                    // Already gone (a corrupt chunk removed on read, a slice dropped twice):
+                    // what deleting it was for.
+                    Err(cacache::Error::IoError(e, _))
+                        if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(%sri, error = %e, "cannot delete cached content"),
                 }
             }
         }

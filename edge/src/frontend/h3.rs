@@ -80,9 +80,10 @@ pub async fn serve(
     endpoint: quinn::Endpoint,
     service: Arc<Service>,
     config: QuicConfig,
-    grace: Duration,
+    limits: QuicLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let grace = limits.shutdown_grace;
     let open = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();
     loop {
@@ -93,19 +94,39 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let Some(incoming) = incoming else { break };
-        if open.load(Ordering::Relaxed) >= config.max_connections {
+        let now_open = open.load(Ordering::Relaxed);
+        if now_open >= config.max_connections {
             incoming.refuse();
             continue;
         }
+        if now_open >= config.retry_above && !incoming.remote_address_validated() {
+            // Under load, a handshake costs state only once its source address is proven.
+            if incoming.may_retry() {
+                let _ = incoming.retry();
+            } else {
+                incoming.ignore();
+            }
+            continue;
+        }
+        let Some(ip_slot) = limits.per_ip.admit(incoming.remote_address().ip()) else {
+            incoming.refuse();
+            continue;
+        };
         open.fetch_add(1, Ordering::Relaxed);
         let (service, open, stop) = (service.clone(), open.clone(), shutdown.clone());
         let max_header = config.max_header_size.as_u64();
+        let head_timeout = limits.header_read_timeout;
         connections.spawn(async move {
             let peer = incoming.remote_address();
-            if let Err(e) = connection(incoming, service, max_header, stop).await {
+            let limits = StreamLimits {
+                max_header,
+                head_timeout,
+            };
+            if let Err(e) = connection(incoming, service, limits, stop).await {
                 tracing::debug!(%peer, error = %e, "QUIC connection ended with an error");
             }
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(ip_slot);
         });
     }
     let drained = tokio::time::timeout(grace, async {
@@ -118,16 +139,35 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
+/// Limits of the HTTP/3 listener besides the transport's.
+#[derive(Debug, Clone)]
+pub struct QuicLimits {
+    pub shutdown_grace: Duration,
+    /// A handshake, and a request stream's HEADERS, must complete within this.
+    pub header_read_timeout: Duration,
+    /// Connections per client address, shared with the TCP listeners.
+    pub per_ip: Arc<crate::frontend::limits::PerIp>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StreamLimits {
+    max_header: u64,
+    head_timeout: Duration,
+}
+
 async fn connection(
     incoming: quinn::Incoming,
     service: Arc<Service>,
-    max_header: u64,
+    limits: StreamLimits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
-    let conn = incoming.accept()?.await?;
+    let conn = tokio::time::timeout(limits.head_timeout, incoming.accept()?)
+        .await
+        .map_err(|_| "QUIC handshake timed out")??;
     let peer = conn.remote_address();
+    let budget = service.connection_budget();
     let mut h3 = h3::server::builder()
-        .max_field_section_size(max_header)
+        .max_field_section_size(limits.max_header)
         .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
         .await?;
     let mut requests = JoinSet::new();
@@ -161,10 +201,15 @@ async fn connection(
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
                     let service = service.clone();
+                    let budget = budget.clone();
+                    let head_timeout = limits.head_timeout;
                     requests.spawn(async move {
-                        match resolver.resolve_request().await {
-                            Ok((req, stream)) => request(service, peer, req, stream).await,
-                            Err(e) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
+                        // A stream whose HEADERS never complete would hold its slot for ever.
+                        let head = tokio::time::timeout(head_timeout, resolver.resolve_request());
+                        match head.await {
+                            Ok(Ok((req, stream))) => request(service, peer, budget, req, stream).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
+                            Err(_) => tracing::debug!(%peer, "HTTP/3 request head timed out"),
                         }
                     });
                     // A request still within the GOAWAY limit: its response gets a full linger.
@@ -203,12 +248,19 @@ async fn connection(
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-async fn request(service: Arc<Service>, peer: SocketAddr, req: http::Request<()>, stream: Stream) {
+async fn request(
+    service: Arc<Service>,
+    peer: SocketAddr,
+    budget: crate::cache::budget::ReadBudget,
+    req: http::Request<()>,
+    stream: Stream,
+) {
     let ctx = RequestCtx {
         protocol: Protocol::H3,
         peer,
         secure: true,
         start: Instant::now(),
+        budget,
     };
     let (mut send, recv) = stream.split();
     let req = req.map(|()| request_body(recv));

@@ -4,4 +4,5 @@
 
 mod coalesce;
 pub mod h3;
+pub mod limits;
 pub mod tcp;

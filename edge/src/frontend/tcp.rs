@@ -14,16 +14,22 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::coalesce::Coalesce;
+use super::limits::{self, Activity, InFlight, PerIp, Timeouts, Verdict, Watched};
+use crate::body::{Body, BoxError};
 use crate::service::{Protocol, RequestCtx, Service};
 
 /// Per-listener limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TcpLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     /// TCP_NOTSENT_LOWAT in bytes; 0: kernel default.
     pub notsent_lowat: u32,
+    pub timeouts: Timeouts,
+    pub h2_max_concurrent_streams: u32,
+    /// Connections per client address, shared with every other listener.
+    pub per_ip: Arc<PerIp>,
 }
 
 /// Accepts on `listener` until `shutdown` turns true, then lets in-flight requests finish
@@ -37,7 +43,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let builder = Arc::new(builder(limits));
+    let builder = Arc::new(builder(&limits));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
@@ -55,6 +61,11 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(ip_slot) = limits.per_ip.admit(peer.ip()) else {
+            // Closed at once: the client's other connections are its share.
+            tracing::debug!(%peer, "connection refused: too many from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         if limits.notsent_lowat > 0 {
             // Best effort: kernels without the option just write ahead more.
@@ -64,9 +75,14 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let timeouts = limits.timeouts;
+        let handshake = limits.header_read_timeout;
         tokio::spawn(async move {
-            connection(stream, peer, tls, service, &builder, watcher, limits).await;
-            drop(permit);
+            connection(
+                stream, peer, tls, service, &builder, watcher, handshake, timeouts,
+            )
+            .await;
+            drop((permit, ip_slot));
         });
     }
     drop(listener);
@@ -78,7 +94,7 @@ pub async fn serve(
     }
 }
 
-fn builder(limits: TcpLimits) -> auto::Builder<TokioExecutor> {
+fn builder(limits: &TcpLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -89,12 +105,13 @@ fn builder(limits: TcpLimits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         // Bounds what one client can have in flight on one connection.
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     builder
 }
 
+#[allow(clippy::too_many_arguments)] // one connection's inputs, passed once per accept
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -102,56 +119,123 @@ async fn connection(
     service: Arc<Service>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
-    limits: TcpLimits,
+    handshake_timeout: Duration,
+    timeouts: Timeouts,
 ) {
     let secure = tls.is_some();
+    let activity = Activity::new();
+    let stream = Watched::new(stream, activity.clone());
+    let requests = activity.clone();
+    let connection_budget = service.connection_budget();
     let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let service = service.clone();
+        let budget = connection_budget.clone();
+        let in_flight = requests.request();
+        let requests = requests.clone();
         async move {
             let ctx = RequestCtx {
                 protocol: Protocol::of(req.version()),
                 peer,
                 secure,
                 start: Instant::now(),
+                budget,
             };
             let req = req.map(crate::body::boxed);
             // Boxed: hyper moves each request's future into a task, and again as the task
             // finishes; a pointer moves cheaper than the service's whole state machine.
-            Ok::<_, Infallible>(Box::pin(service.handle(ctx, req)).await)
+            let response = Box::pin(service.handle(ctx, req)).await;
+            let slot = requests.body_slot();
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                inner: body,
+                slot,
+                _in_flight: in_flight,
+            }))
         }
     });
-    let result = match tls {
-        Some(acceptor) => {
-            let handshake = tokio::time::timeout(
-                limits.header_read_timeout,
-                acceptor.accept(Coalesce::new(stream)),
-            );
-            let mut stream = match handshake.await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+    let serve = async {
+        match tls {
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(handshake_timeout, acceptor.accept(Coalesce::new(stream)));
+                let mut stream = match handshake.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return Ok(());
+                    }
+                };
+                activity.restart();
+                let (socket, tls) = stream.get_mut();
+                if tls.alpn_protocol() == Some(b"h2") {
+                    socket.enable();
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let (socket, tls) = stream.get_mut();
-            if tls.alpn_protocol() == Some(b"h2") {
-                socket.enable();
+                let conn = builder.serve_connection(TokioIo::new(stream), handler);
+                watcher.watch(conn.into_owned()).await
             }
-            let conn = builder.serve_connection(TokioIo::new(stream), handler);
-            watcher.watch(conn.into_owned()).await
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), handler);
+                watcher.watch(conn.into_owned()).await
+            }
         }
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(stream), handler);
-            watcher.watch(conn.into_owned()).await
+    };
+    let result = tokio::select! {
+        result = serve => result,
+        verdict = activity.expired(&timeouts) => {
+            // Dropping the connection closes the socket; whatever it held is freed.
+            let why = match verdict {
+                Verdict::FirstByte => "no request within first_byte_timeout",
+                Verdict::Idle => "idle for idle_timeout",
+                Verdict::Stalled => "client read nothing for send_timeout",
+                Verdict::Until(_) => "",
+            };
+            tracing::debug!(%peer, why, "connection closed");
+            Ok(())
         }
     };
     if let Err(e) = result {
         // Client resets and malformed requests end up here; hyper has already answered
         // malformed heads with 400 where it could.
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted in flight until it is done, and
+    /// tells the watchdog how long it has waited to be asked for its next frame.
+    struct Tracked {
+        #[pin]
+        inner: Body,
+        slot: Arc<std::sync::atomic::AtomicU64>,
+        _in_flight: InFlight,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = self.project();
+        limits::asked(this.slot);
+        let polled = this.inner.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            limits::handed(this.slot);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -369,3 +369,173 @@ async fn an_origin_body_that_fails_at_once_is_a_bad_gateway() {
         }
     }
 }
+
+/// Reads until the peer closes; returns how long that took (None: still open after `limit`).
+async fn closed_within(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: Duration,
+) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(start + limit),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Finding 6: connections that send nothing (or a partial HTTP/2 preface), before or after
+/// TLS, were never cut; idle keep-alive connections neither.
+#[tokio::test]
+async fn silent_and_idle_connections_are_cut() {
+    let origin = TestOrigin::start().await;
+    origin.route("/ok", Reply::ok("ok").header("cache-control", "max-age=60"));
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.listen.first_byte_timeout = Duration::from_millis(400);
+        c.listen.idle_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let limit = Duration::from_secs(5);
+    let http = edge.running.http_addr().unwrap();
+    let https = edge.running.https_addr().unwrap();
+
+    let mut silent = tokio::net::TcpStream::connect(http).await.unwrap();
+    let took = closed_within(&mut silent, limit)
+        .await
+        .expect("silent plain connection cut");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+
+    let mut preface = tokio::net::TcpStream::connect(http).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(
+        closed_within(&mut preface, limit).await.is_some(),
+        "partial h2 preface cut"
+    );
+
+    let mut tls_silent = tokio::net::TcpStream::connect(https).await.unwrap();
+    assert!(
+        closed_within(&mut tls_silent, limit).await.is_some(),
+        "no ClientHello: cut"
+    );
+
+    // TLS completed, then nothing.
+    let config = crate::support::client::pinned_client_config(Some(&edge.cert_der()));
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    assert!(
+        closed_within(&mut tls, limit).await.is_some(),
+        "silent after TLS: cut"
+    );
+
+    // Keep-alive: one request, then idle.
+    let mut idle = tokio::net::TcpStream::connect(http).await.unwrap();
+    idle.write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut idle, limit)
+        .await
+        .expect("idle keep-alive cut");
+    assert!(
+        took >= Duration::from_millis(700),
+        "cut before idle_timeout: {took:?}"
+    );
+
+    // Meanwhile an ordinary client is served.
+    let resp = edge
+        .client(Proto::H2)
+        .get(&edge.url(Proto::H2, "/ok"))
+        .await;
+    assert_eq!(resp.status, 200);
+}
+
+/// Finding 6: one address may not hold every connection slot.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let origin = TestOrigin::start().await;
+    origin.route("/ok", Reply::ok("ok"));
+    let edge = TestEdge::start_with(&origin.url(), |c| c.listen.max_connections_per_ip = 3).await;
+    let http = edge.running.http_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(http).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = tokio::net::TcpStream::connect(http).await.unwrap();
+    let took = closed_within(&mut fourth, Duration::from_secs(2)).await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(1)),
+        "4th closed at once: {took:?}"
+    );
+    // Another address (still loopback) is served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(http).await.unwrap();
+    other
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    other.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(held);
+}
+
+/// Finding 7: HTTP/2 streams with a zero window each pinned a chunk (about 1 MiB) for ever.
+/// Now a connection's responses hold at most its budget, and a connection whose client reads
+/// nothing is closed after `send_timeout`, while other clients are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_window_http2_clients_are_bounded_and_cut() {
+    let origin = TestOrigin::start().await;
+    let len = 8u64 << 20;
+    origin.route(
+        "/big",
+        Reply::generated(len).header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.listen.send_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Stored first (no slicing without a validator: whole chunks from disk).
+    let warm = edge
+        .client(Proto::H1)
+        .get(&edge.url(Proto::H1, "/big"))
+        .await;
+    assert_eq!(warm.body.len() as u64, len);
+
+    let tcp = tokio::net::TcpStream::connect(edge.running.http_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut responses = Vec::new();
+    for _ in 0..50 {
+        let req = http::Request::get(edge.url(Proto::H1, "/big"))
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(req, true).unwrap();
+        responses.push(response);
+    }
+    // Other clients are served while the stalled connection lives.
+    let resp = edge
+        .client(Proto::H1)
+        .get(&edge.url(Proto::H1, "/big"))
+        .await;
+    assert_eq!(resp.body.len() as u64, len);
+    // The stalled connection is closed within send_timeout (plus a check interval).
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "a connection that reads nothing is closed");
+}
