@@ -18,6 +18,7 @@ mod client;
 mod config;
 mod cpu;
 mod histogram;
+pub mod idle;
 mod load;
 mod report;
 mod stats;
