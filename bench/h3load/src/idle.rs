@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,10 @@ pub enum IdleMode {
 #[derive(Clone, Debug)]
 pub struct IdleConfig {
     pub connect: SocketAddr,
+    /// Local addresses to send from, connections dealt out round-robin (each its own UDP
+    /// socket); empty: one socket on the unspecified address. The probes always use a socket
+    /// of their own on the unspecified address.
+    pub bind: Vec<IpAddr>,
     pub server_name: String,
     pub trust: Trust,
     pub connections: usize,
@@ -180,7 +184,15 @@ pub fn run_idle(config: &IdleConfig) -> anyhow::Result<IdleReport> {
 async fn main(config: IdleConfig) -> anyhow::Result<IdleReport> {
     let mut client = quinn::ClientConfig::new(Arc::new(tls::client_config(&config.trust)?));
     client.transport_config(Arc::new(transport()?));
-    let endpoint = client::endpoint(config.connect)?;
+    let endpoints = if config.bind.is_empty() {
+        vec![client::endpoint(config.connect)?]
+    } else {
+        config
+            .bind
+            .iter()
+            .map(|ip| bound_endpoint(*ip))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     let state: Shared = Rc::new(RefCell::new(State::default()));
     {
         let mut s = state.borrow_mut();
@@ -191,10 +203,10 @@ async fn main(config: IdleConfig) -> anyhow::Result<IdleReport> {
     let setup_start = Instant::now();
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut setups = JoinSet::new();
-    for _ in 0..config.connections {
+    for i in 0..config.connections {
         let permit = slots.clone().acquire_owned().await?;
         let (endpoint, client, state, config) = (
-            endpoint.clone(),
+            endpoints[i % endpoints.len()].clone(),
             client.clone(),
             state.clone(),
             config.clone(),
@@ -233,8 +245,15 @@ async fn main(config: IdleConfig) -> anyhow::Result<IdleReport> {
     for c in &connections {
         c.close(H3_NO_ERROR.into(), b"done");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-    endpoint.close(H3_NO_ERROR.into(), b"");
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        for e in &endpoints {
+            e.wait_idle().await;
+        }
+    })
+    .await;
+    for e in &endpoints {
+        e.close(H3_NO_ERROR.into(), b"");
+    }
 
     let mut s = state.borrow_mut();
     let closed = std::mem::take(&mut s.closed_after);
@@ -254,6 +273,19 @@ async fn main(config: IdleConfig) -> anyhow::Result<IdleReport> {
         report.probes.max_ms = ms[ms.len() - 1];
     }
     Ok(report)
+}
+
+/// A client endpoint on a UDP socket bound to `ip`, port 0.
+fn bound_endpoint(ip: IpAddr) -> anyhow::Result<quinn::Endpoint> {
+    let socket =
+        std::net::UdpSocket::bind((ip, 0)).with_context(|| format!("cannot bind UDP {ip}"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("cannot create the QUIC endpoint")
 }
 
 async fn set_up_one(

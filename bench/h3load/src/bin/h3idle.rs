@@ -2,7 +2,7 @@
 //! when the server closed them and whether new clients were still served meanwhile. Used by
 //! bench/attack (see bench/attack/README.md and `h3idle --help`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +29,10 @@ struct Cli {
     /// UDP address of the server.
     #[arg(long, value_name = "IP:PORT")]
     connect: SocketAddr,
+    /// Local addresses to send from (comma-separated; connections dealt out round-robin),
+    /// e.g. to stay under a per-address connection cap. Default: the unspecified address.
+    #[arg(long, value_name = "IP,...", value_delimiter = ',')]
+    bind: Vec<IpAddr>,
     /// TLS server name.
     #[arg(long, value_name = "NAME", default_value = "localhost")]
     server_name: String,
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     let config = (|| -> Result<IdleConfig, String> {
         Ok(IdleConfig {
             connect: cli.connect,
+            bind: cli.bind,
             server_name: cli.server_name,
             trust: cli
                 .ca
