@@ -3,15 +3,16 @@
 # origin of its own, runs each attack while a normal client keeps fetching a cached object,
 # and prints one table row per attack with a PASS/FAIL verdict. See bench/attack/README.md.
 #
-#   bench/attack/run.sh                 # every attack (~10 min after the build)
-#   bench/attack/run.sh --quick         # smaller counts, CI-friendly smoke run (~3 min)
+#   bench/attack/run.sh                 # every attack (~4 min after the build)
+#   bench/attack/run.sh --quick         # smaller counts, CI-friendly smoke run (~2 min)
 #   bench/attack/run.sh --only NAME     # one attack (comma-separated list for several)
 #   bench/attack/run.sh --list          # the attack names
 #
 # Environment: EDGE_BIN, GEODNS_BIN, H3IDLE_BIN (binaries; default CARGO_TARGET_DIR/release/,
-# CARGO_TARGET_DIR defaulting to target/), SKIP_BUILD=1, WORK (work dir, default a new
-# /tmp/quicdn-attack.*; kept), ATTACK_VENV (default target/attack-venv), RESULTS (table file;
-# default bench/attack/results-DATE[-quick|-only].md, RESULTS=0 writes none).
+# CARGO_TARGET_DIR defaulting to target/), SKIP_BUILD=1, COMMIT (label for the table), WORK
+# (work dir, default a new /tmp/quicdn-attack.*; kept), ATTACK_VENV (default
+# target/attack-venv), RESULTS (table file; default bench/attack/results-DATE[-quick|-only].md,
+# RESULTS=0 writes none).
 #
 # Loopback only. Everything it starts is stopped by PID on exit; a tmpfs it mounted for the
 # full-disk attack is unmounted. Needs root for that tmpfs (the attack is skipped otherwise).
@@ -88,9 +89,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-commit="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git -C "$REPO" status --porcelain -- edge geodns shared 2>/dev/null)" ]; then
-    commit="$commit+uncommitted"
+if [ -n "${COMMIT:-}" ]; then
+    commit="$COMMIT"
+else
+    commit="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [ -n "$(git -C "$REPO" status --porcelain -- edge geodns shared 2>/dev/null)" ]; then
+        commit="$commit+uncommitted"
+    fi
 fi
 
 suffix=""

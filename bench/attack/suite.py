@@ -41,8 +41,9 @@ class Outcome:
 class Attack:
     def __init__(self, name, fn, group, gate_client=True, prober=True, target="edge",
                  expect_restart=False, rss_limit_mb=None, growth_limit_mb=None, setup=None,
-                 teardown=None):
+                 teardown=None, fresh=False):
         self.name, self.fn, self.group = name, fn, group
+        self.fresh = fresh  # restart the edge first (absolute RSS limits)
         self.setup, self.teardown = setup, teardown
         self.gate_client, self.prober, self.target = gate_client, prober, target
         self.expect_restart = expect_restart
@@ -503,7 +504,7 @@ def h3_notes(rep):
     return note
 
 
-@attack("idle-h3", group="finding", rss_limit_mb=200)
+@attack("idle-h3", group="finding", rss_limit_mb=200, fresh=True)
 def a_idle_h3(ctx):
     n = n_(ctx, 10_000, 1_000)
     hold = n_(ctx, 40, 5)
@@ -513,7 +514,7 @@ def a_idle_h3(ctx):
                    h3_notes(rep))
 
 
-@attack("idle-h3-one-source", group="finding", rss_limit_mb=200)
+@attack("idle-h3-one-source", group="finding", rss_limit_mb=200, fresh=True)
 def a_idle_h3_one(ctx):
     n = n_(ctx, 10_000, 1_000)
     hold = 5
@@ -524,7 +525,7 @@ def a_idle_h3_one(ctx):
                    h3_notes(rep))
 
 
-@attack("idle-h3-partial-headers", group="finding", rss_limit_mb=200)
+@attack("idle-h3-partial-headers", group="finding", rss_limit_mb=200, fresh=True)
 def a_idle_h3_partial(ctx):
     n = n_(ctx, 1_000, 200)
     streams = 10
@@ -831,34 +832,55 @@ def normalize(path):
     return "/" + "/".join(out)
 
 
-@attack("path-escape", group="finding")
-def a_path(ctx):
+def path_escape(ctx, probes, h2_probes, what):
+    """GETs `probes` (h1) and `h2_probes` on jail.test (origin prefix /jail) and checks what
+    the origin saw: percent-decoded with dot segments removed, it must stay under /jail/."""
     u = uniq(ctx, "pe")
-    targets = ["/../secret-{}", "/%2e%2e/secret-{}", "/a/%2E%2E/%2e%2e/secret-{}",
-               "/..%2fsecret-{}", "/%2e%2e%2fsecret-{}", "/.%2e/secret-{}",
-               "/a/../../secret-{}", "/..\\secret-{}", "//../secret-{}",
-               "/%2e%2e%2f%2e%2e%2fsecret-{}"]
-    statuses = []
-    for i, t in enumerate(targets):
+    per = []
+    for i, (label, t) in enumerate(probes):
         t = t.format(f"{u}-{i}")
         ex = h1_exchange(ctx.http_port, f"GET {t} HTTP/1.1\r\nHost: jail.test\r\nConnection: "
                          "close\r\n\r\n".encode(), timeout=5)
-        statuses.append(ex["responses"][0].status if ex["responses"] else "closed")
-    for i, t in enumerate(["/../secret-{}", "/%2e%2e/secret-{}"]):
-        t = t.format(f"{u}-h2-{i}")
-        st, _, _, e = h2_get(ctx.https_port, t, "jail.test")
-        statuses.append(st or e)
-    seen = olog(ctx, f"secret-{u}")
-    escapes = [e["target"] for e in seen if not normalize(e["path"]).startswith("/jail/")]
-    raw_out = [e["target"] for e in seen if not e["target"].startswith("/jail/")]
-    ok = not escapes
-    hist = {}
-    for s in statuses:
-        hist[s] = hist.get(s, 0) + 1
-    return Outcome(f"{len(statuses)} GETs with dot segments to a site with origin prefix /jail",
-                   ok, f"edge answers {hist}; origin saw {len(seen)}, outside /jail after "
-                   f"decoding: {len(escapes)} {escapes[:3]}"
-                   + (f"; raw outside: {raw_out[:2]}" if raw_out else ""))
+        per.append((label, f"{u}-{i}", ex["responses"][0].status if ex["responses"] else "closed"))
+    for i, (label, t) in enumerate(h2_probes):
+        tag = f"{u}-h2-{i}"
+        st, _, _, e = h2_get(ctx.https_port, t.format(tag), "jail.test")
+        per.append((label, tag, st or e))
+    seen = {}
+    for e in olog(ctx, f"secret-{u}"):
+        seen.setdefault(e["target"].rsplit("secret-", 1)[1], []).append(e["target"])
+    notes, escapes = [], 0
+    for label, tag, status in per:
+        got = seen.get(tag, [])
+        bad = [t for t in got if not normalize(urllib.parse.urlsplit(t).path).startswith("/jail/")]
+        escapes += bool(bad)
+        if bad:
+            notes.append(f"{label}: {status}, origin got {bad[0]} (ESCAPES)")
+        elif got:
+            notes.append(f"{label}: {status}, origin got {got[0]}")
+        else:
+            notes.append(f"{label}: {status}")
+    return Outcome(f"{len(per)} GETs {what} to a site with origin prefix /jail", escapes == 0,
+                   f"{escapes} escaped; " + "; ".join(notes))
+
+
+@attack("path-escape", group="finding")
+def a_path(ctx):
+    return path_escape(ctx, [("/../", "/../secret-{}"), ("/%2e%2e/", "/%2e%2e/secret-{}"),
+                             ("/a/%2E%2E/%2e%2e/", "/a/%2E%2E/%2e%2e/secret-{}"),
+                             ("/.%2e/", "/.%2e/secret-{}"), ("/a/../../", "/a/../../secret-{}"),
+                             ("//../", "//../secret-{}")],
+                       [("h2 /../", "/../secret-{}"), ("h2 /%2e%2e/", "/%2e%2e/secret-{}")],
+                       "with dot segments")
+
+
+@attack("path-escape-encoded-slash", group="finding")
+def a_path_slash(ctx):
+    return path_escape(ctx, [("/..%2f", "/..%2fsecret-{}"), ("/%2e%2e%2f", "/%2e%2e%2fsecret-{}"),
+                             ("/%2e%2e%2f%2e%2e%2f", "/%2e%2e%2f%2e%2e%2fsecret-{}"),
+                             ("/..\\", "/..\\secret-{}"), ("/..%5c", "/..%5csecret-{}")],
+                       [("h2 /..%2f", "/..%2fsecret-{}")],
+                       "with encoded slashes or backslashes before dots")
 
 
 # ---- request smuggling -------------------------------------------------------------------------
@@ -1078,8 +1100,11 @@ def a_dns(ctx):
             p = subprocess.run(["dig", "@127.0.0.1", "-p", str(ctx.dns_port), "www.cdn.test", "A",
                                 "+time=1", "+tries=1", "+short"], capture_output=True, text=True)
             dt = (time.monotonic() - t0) * 1000
-            dig_results.append((time.time(), "dns", "127.0.0.1" in p.stdout, dt,
-                                p.stdout.strip()[:40] or "no answer"))
+            lines = [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
+            # +short prints the address alone; a timed-out try prints ";; ... timed out".
+            ok = lines == ["127.0.0.1"]
+            dig_results.append((time.time(), "dns", ok, dt,
+                                None if ok else (" ".join(lines)[:60] or "no answer")))
             stop.wait(0.2)
     t = threading.Thread(target=dig_loop, daemon=True)
     t.start()
@@ -1116,6 +1141,7 @@ def a_dns(ctx):
     return Outcome(f"{sent} garbage UDP packets in {took:.1f}s (random, truncated, bad counts, "
                    "pointer loops, bad ECS, long labels)", ok,
                    f"geodns alive={alive}; dig www.cdn.test: {cs['ok']}/{cs['n']} answered"
+                   + (f", slowest {cs['max']:.0f} ms" if cs["max"] else "")
                    + (f" {cs['errors']}" if cs["errors"] else ""))
 
 
@@ -1123,10 +1149,10 @@ ORDER = ["vary-connection-crash", "mixed-versions", "range-416-poison", "host-co
          "scheme-confusion", "silent-tcp", "silent-h2-preface", "silent-tls-no-hello",
          "silent-tls-idle", "idle-h3", "idle-h3-one-source", "idle-h3-partial-headers",
          "h2-zero-window", "full-disk", "chunked-over-max", "multi-range-amplification",
-         "bare-304", "path-escape", "slowloris", "h2-rapid-reset", "h2-continuation-flood",
-         "h2-ping-flood", "h2-settings-flood", "h1-smuggling", "origin-hang-head",
-         "origin-hang-body", "origin-short-cl", "origin-garbage", "origin-reset",
-         "kill9-restart", "dns-garbage"]
+         "bare-304", "path-escape", "path-escape-encoded-slash", "slowloris", "h2-rapid-reset",
+         "h2-continuation-flood", "h2-ping-flood", "h2-settings-flood", "h1-smuggling",
+         "origin-hang-head", "origin-hang-body", "origin-short-cl", "origin-garbage",
+         "origin-reset", "kill9-restart", "dns-garbage"]
 ATTACKS.sort(key=lambda a: ORDER.index(a.name))
 
 
@@ -1222,8 +1248,8 @@ def fmt_row(name, out, mon, client, verdict):
     return f"| {name} | {out.sent} | {rss} | {cpu} | {cl} | {p99} | **{verdict}** | {notes} |"
 
 
-HEADER = ("| attack | sent | edge RSS MB (start → peak) | CPU s | normal client ok | client p99 ms "
-          "| verdict | notes |\n|---|---|---:|---:|---:|---:|---|---|")
+HEADER = ("| attack | sent | edge RSS MB (start → peak) | CPU s | normal client ok "
+          "| client p99 ms | verdict | notes |\n|---|---|---:|---:|---:|---:|---|---|")
 
 
 def run_one(ctx, a):
@@ -1233,6 +1259,8 @@ def run_one(ctx, a):
     if a.target == "edge" and not ctx.edge.alive():
         log("edge not running: restarting it")
         ctx.edge.start()
+    if a.fresh:
+        ctx.edge.restart()
     if a.setup:
         a.setup(ctx)
     if ctx.skip:
