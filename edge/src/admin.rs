@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
 use shared::admin::AdminResponse;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -18,10 +17,10 @@ pub async fn serve(listener: TcpListener, service: Arc<Service>, shutdown: watch
 fn answer(service: &Service, path: &str) -> AdminResponse {
     match path {
         "/metrics" => AdminResponse::metrics(service.metrics().render()),
-        "/health" if service.is_draining() => {
-            AdminResponse::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        "/health" => {
+            let (status, text) = service.health_report();
+            AdminResponse::text(status, &text)
         }
-        "/health" => AdminResponse::text(StatusCode::OK, "ok\n"),
         _ => AdminResponse::not_found(),
     }
 }

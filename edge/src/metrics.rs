@@ -205,14 +205,46 @@ impl Collector for StoreCollector {
                 gauge.encode(family.encode_family(&TierLabel { tier })?)?;
             }
         }
-        let evictions = ConstCounter::new(stats.evictions);
-        let metric = encoder.encode_descriptor(
-            "cache_evictions",
-            "Entries evicted to stay within the disk budget",
-            None,
-            evictions.metric_type(),
-        )?;
-        evictions.encode(metric)
+        let counters = [
+            (
+                "cache_evictions",
+                "Entries evicted to stay within the disk budget",
+                stats.evictions,
+            ),
+            (
+                "cache_store_write_errors",
+                "Chunk or index writes the store could not make (full or failing disk)",
+                stats.write_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let gauges = [
+            (
+                "cache_disk_budget_bytes",
+                "Disk budget in force (lowered when the disk filled first)",
+                stats.disk_budget as i64,
+            ),
+            (
+                "cache_store_writable",
+                "1 unless a store write failed in the last 30 s",
+                i64::from(self.0.write_failure().is_none()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
     }
 }
 

@@ -345,11 +345,7 @@ impl Service {
     }
 
     fn health(&self) -> Served {
-        let (status, text) = if self.is_draining() {
-            (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-        } else {
-            (StatusCode::OK, "ok\n")
-        };
+        let (status, text) = self.health_report();
         let mut response = Response::new(body::full(text));
         *response.status_mut() = status;
         response
@@ -365,6 +361,24 @@ impl Service {
                 detail: Some("health"),
                 ..CacheStatus::default()
             },
+        }
+    }
+
+    /// What the health endpoints answer: 503 while draining, else 200 with what is degraded.
+    pub fn health_report(&self) -> (StatusCode, String) {
+        match (self.is_draining(), self.cache.store().write_failure()) {
+            (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned()),
+            // Still 200: every request is served (misses pass through uncached), so health
+            // checkers keep sending clients; the body and the metrics say what is wrong.
+            (false, Some(failure)) => (
+                StatusCode::OK,
+                format!(
+                    "ok\ndegraded: cache store not writable ({}, {} s ago); misses are served uncached\n",
+                    failure.error,
+                    failure.ago.as_secs()
+                ),
+            ),
+            (false, None) => (StatusCode::OK, "ok\n".to_owned()),
         }
     }
 

@@ -6,6 +6,13 @@
 //! fill by byte offset: bytes already written come from the store (or the last chunks kept in
 //! memory), bytes of the chunk being assembled come straight from the origin's frames, and past
 //! that a reader waits for progress. Memory per fill is bounded by about three chunks.
+//!
+//! A fill that cannot store (the object grows past `max_object_size` without having said its
+//! length, or the store fails to write: a full disk) does not fail its readers: it *passes
+//! through*. It stops writing, keeps the chunks it still has to hand out in memory, and reads
+//! on from the origin only as fast as its slowest reader takes them (at most
+//! [`PASS_WINDOW`] chunks ahead), so the readers it already has get the whole body while
+//! nothing is stored. New requests do not join it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +40,10 @@ pub enum FillError {
     TooLarge(u64),
     #[error("every reader left; the rest of the sliced object is fetched when asked for")]
     Abandoned,
+    /// The readers got the whole body, but it was not stored (`why`); `too_large`: because
+    /// of its size, so the next request should not try again.
+    #[error("passed through without storing: {why}")]
+    Passed { why: String, too_large: bool },
 }
 
 /// How a fill stores what it reads.
@@ -75,11 +86,33 @@ struct State {
     /// count on its next request being a hit.
     held_from: Option<u64>,
     end: Option<Result<(), FillError>>,
+    /// Passing through (see the module docs): why, and the chunks still held in memory, by
+    /// index, which replace the store from the switch on.
+    passing: Option<String>,
+    too_large: bool,
+    passed: VecDeque<(usize, Bytes)>,
+    /// Every chunk index that was passed (never written), for the release at the end.
+    passed_indices: Vec<usize>,
+    /// A pass-through ended: give the written chunks back when the fill is dropped.
+    release_on_drop: bool,
+    /// Where each reader is, so a passing fill drops no chunk a reader still needs.
+    positions: std::collections::HashMap<u64, u64>,
+    next_reader: u64,
 }
 
 impl State {
     fn available(&self) -> u64 {
         self.written + self.pending_len as u64
+    }
+
+    /// The chunks this fill wrote to the store (passed ones never were).
+    fn written_chunks(&self) -> Vec<ChunkRef> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.passed_indices.binary_search(i).is_err())
+            .map(|(_, (_, c))| c.clone())
+            .collect()
     }
 }
 
@@ -93,6 +126,12 @@ enum Step {
 }
 
 const RECENT_CHUNKS: usize = 2;
+
+/// Chunks a passing fill may hold ahead of its slowest reader.
+pub const PASS_WINDOW: usize = 4;
+
+/// How long a passing fill waits for its first reader.
+const FIRST_READER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Fill {
     pub fn new(store: Arc<Store>) -> Arc<Self> {
@@ -122,24 +161,35 @@ impl Fill {
         limits: FillLimits,
     ) -> Result<Arc<Meta>, FillError> {
         if meta.sliced.is_some() {
+            // A clone: if the store cannot take it, the fill goes on without it.
             let object = self
                 .store
-                .commit(meta)
+                .commit(meta.clone())
                 .await
                 .map_err(|e| FillError::Store(e.to_string()));
-            let object = match object {
-                Ok(object) => object,
+            match object {
+                Ok(object) => {
+                    *self.slices.lock().unwrap_or_else(|p| p.into_inner()) = Some(object.clone());
+                    let result = self.pump(&mut body, announced, limits).await;
+                    return self.end_with(result).map(|_| object);
+                }
+                Err(FillError::Store(why)) => self.start_passing(why),
                 Err(e) => {
                     self.finish(Err(e.clone()));
                     return Err(e);
                 }
-            };
-            *self.slices.lock().unwrap_or_else(|p| p.into_inner()) = Some(object.clone());
-            let result = self.pump(&mut body, announced, limits).await;
-            self.finish(result.as_ref().map(|_| ()).map_err(Clone::clone));
-            return result.map(|_| object);
+            }
         }
         let result = self.pump(&mut body, announced, limits).await;
+        let passing = self.lock().passing.clone();
+        if let Some(why) = passing {
+            let result = self.end_with(result.map(|_| ()));
+            // The chunks written before the switch are released when the last reader is
+            // done with them (on drop), not now: a reader behind may still read them.
+            self.lock().release_on_drop = true;
+            let too_large = self.lock().too_large;
+            return result.and(Err(FillError::Passed { why, too_large }));
+        }
         let committed = match result {
             Ok(total) => {
                 let chunks = self.lock().chunks.iter().map(|(_, c)| c.clone()).collect();
@@ -153,11 +203,89 @@ impl Fill {
             Err(e) => Err(e),
         };
         if committed.is_err() {
-            let chunks: Vec<ChunkRef> = self.lock().chunks.iter().map(|(_, c)| c.clone()).collect();
-            self.store.release(&chunks).await;
+            self.release_written().await;
         }
         self.finish(committed.as_ref().map(|_| ()).map_err(Clone::clone));
         committed
+    }
+
+    /// Ends the fill for its readers: a pass-through that got to the end is a success for
+    /// them, whatever was (not) stored.
+    fn end_with<T>(&self, result: Result<T, FillError>) -> Result<T, FillError> {
+        self.finish(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        result
+    }
+
+    /// Gives back the chunks this fill wrote (placeholders of passed chunks are not in the
+    /// store and are skipped by it).
+    async fn release_written(&self) {
+        let chunks = self.lock().written_chunks();
+        self.store.release(&chunks).await;
+    }
+
+    /// Stops storing; what is still to be handed out stays in memory (module docs).
+    fn start_passing(&self, why: String) {
+        let mut state = self.lock();
+        if state.passing.is_none() {
+            tracing::debug!(why = %why, "fill passes through without storing");
+            state.passing = Some(why);
+        }
+    }
+
+    /// Waits until no reader needs the oldest chunk held in memory, or every reader has
+    /// gone (then `false`: there is no one to pass the body to). Before the first reader has
+    /// come (the request that started the fill joins it just after it starts), it waits for
+    /// one, but not for ever: a client that left at once has no one to pass the body to.
+    async fn make_room(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rx = self.progress.subscribe();
+        let first_reader_by = tokio::time::Instant::now() + FIRST_READER_WAIT;
+        enum Next {
+            Room(bool),
+            AwaitFirstReader,
+            AwaitProgress,
+        }
+        loop {
+            rx.borrow_and_update();
+            let next = {
+                let mut state = self.lock();
+                if state.positions.is_empty() {
+                    if self.had_readers.load(Relaxed)
+                        || tokio::time::Instant::now() >= first_reader_by
+                    {
+                        Next::Room(false)
+                    } else {
+                        Next::AwaitFirstReader
+                    }
+                } else if state.passed.len() < PASS_WINDOW {
+                    Next::Room(true)
+                } else {
+                    let slowest = state.positions.values().copied().min().unwrap_or(u64::MAX);
+                    let (index, _) = state.passed[0];
+                    let end = state
+                        .chunks
+                        .get(index + 1)
+                        .map_or(state.written, |(start, _)| *start);
+                    if slowest >= end {
+                        state.passed.pop_front();
+                        Next::Room(true)
+                    } else {
+                        Next::AwaitProgress
+                    }
+                }
+            };
+            match next {
+                Next::Room(room) => return room,
+                Next::AwaitFirstReader => {
+                    let _ = tokio::time::timeout_at(first_reader_by, rx.changed()).await;
+                }
+                Next::AwaitProgress => {
+                    if rx.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     async fn pump(
@@ -184,7 +312,9 @@ impl Fill {
                 });
             }
             if total > limits.max_object_size {
-                return Err(FillError::TooLarge(limits.max_object_size));
+                let why = FillError::TooLarge(limits.max_object_size).to_string();
+                self.lock().too_large = true;
+                self.start_passing(why);
             }
             self.push(data);
             while self.lock().pending_len >= limits.chunk_size {
@@ -226,9 +356,10 @@ impl Fill {
             .clone()
     }
 
-    /// False once the fill has failed: new readers must not start on it.
+    /// False once the fill has failed or passes through: new readers must not start on it.
     pub fn usable(&self) -> bool {
-        !matches!(self.lock().end, Some(Err(_)))
+        let state = self.lock();
+        state.passing.is_none() && !matches!(state.end, Some(Err(_)))
     }
 
     fn push(&self, data: Bytes) {
@@ -242,8 +373,12 @@ impl Fill {
         self.progress.send_modify(|v| *v += 1);
     }
 
-    /// Writes the first `len` pending bytes as one chunk.
+    /// Writes the first `len` pending bytes as one chunk (or, passing through, keeps it in
+    /// memory once the slowest reader leaves room).
     async fn flush(&self, len: usize, keep_hot: bool) -> Result<(), FillError> {
+        if self.lock().passing.is_some() && !self.make_room().await {
+            return Err(FillError::Abandoned);
+        }
         let data = {
             let state = self.lock();
             let mut buf = BytesMut::with_capacity(len);
@@ -256,27 +391,49 @@ impl Fill {
             }
             buf.freeze()
         };
-        let chunk = self
-            .store
-            .write_chunk(data.clone(), keep_hot)
-            .await
-            .map_err(|e| FillError::Store(e.to_string()))?;
+        let passing = self.lock().passing.is_some();
+        let mut chunk = match passing {
+            true => None,
+            false => match self.store.write_chunk(data.clone(), keep_hot).await {
+                Ok(chunk) => Some(chunk),
+                Err(e) => {
+                    // A full or failing disk: the readers still get the body.
+                    self.start_passing(e.to_string());
+                    None
+                }
+            },
+        };
         let object = self
             .slices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(object) = object {
+        if let (Some(object), Some(written)) = (object, &chunk) {
             let index = self.lock().chunks.len() as u64;
-            let slice = super::slices::slice_meta(&object, index, chunk.clone());
-            self.store
-                .commit(slice)
-                .await
-                .map_err(|e| FillError::Store(e.to_string()))?;
+            let slice = super::slices::slice_meta(&object, index, written.clone());
+            if let Err(e) = self.store.commit(slice).await {
+                // The slices stored so far stay; the rest is passed through.
+                tracing::warn!(error = %e, "cannot store slice");
+                self.store.release(std::slice::from_ref(written)).await;
+                self.start_passing(e.to_string());
+                chunk = None;
+            }
         }
         let mut state = self.lock();
         let offset = state.written;
         let index = state.chunks.len();
+        let chunk = match chunk {
+            Some(chunk) => chunk,
+            None => {
+                // Held in memory instead; the entry in `chunks` only records the length.
+                state.passed.push_back((index, data.clone()));
+                state.passed_indices.push(index);
+                ChunkRef {
+                    sri: cacache::Integrity::from(b"".as_slice()),
+                    len: len as u64,
+                }
+            }
+        };
         state.chunks.push((offset, chunk));
         state.recent.push_back((index, data));
         if state.recent.len() > RECENT_CHUNKS {
@@ -306,9 +463,33 @@ impl Fill {
     /// A body streaming bytes `start..end` of this fill as they arrive; what it reads back
     /// from the store counts against `budget`.
     pub fn reader_range(self: &Arc<Self>, start: u64, end: u64, budget: ReadBudget) -> Body {
+        self.reader_from(start, end, budget)
+            .unwrap_or_else(|| crate::body::boxed(http_body_util::Empty::new()))
+    }
+
+    /// Like [`Self::reader_range`], but `None` when a passing fill no longer holds the bytes
+    /// from `start` on (decided under the lock that registers the reader, so no chunk it
+    /// needs is dropped after the check).
+    pub fn reader_from(self: &Arc<Self>, start: u64, end: u64, budget: ReadBudget) -> Option<Body> {
         use std::sync::atomic::Ordering::Relaxed;
-        self.readers.fetch_add(1, Relaxed);
-        self.had_readers.store(true, Relaxed);
+        let id = {
+            let mut state = self.lock();
+            if state.passing.is_some() && start < state.written {
+                let i = state.chunks.partition_point(|(s, _)| *s <= start) - 1;
+                let stored = state.passed_indices.binary_search(&i).is_err();
+                if !stored && !state.passed.iter().any(|(held, _)| *held == i) {
+                    return None;
+                }
+            }
+            self.readers.fetch_add(1, Relaxed);
+            self.had_readers.store(true, Relaxed);
+            let id = state.next_reader;
+            state.next_reader += 1;
+            state.positions.insert(id, start);
+            id
+        };
+        // A passing fill may be waiting for its first reader.
+        self.progress.send_modify(|_| {});
         let reader = Reader {
             fill: self.clone(),
             pos: start,
@@ -316,13 +497,14 @@ impl Fill {
             rx: self.progress.subscribe(),
             budget,
             _count: ReaderCount(self.readers.clone()),
+            id,
         };
         let stream = futures_util::stream::unfold(reader, |mut r| async move {
             r.next()
                 .await
                 .map(|item| (item.map(http_body::Frame::data), r))
         });
-        crate::body::boxed(http_body_util::StreamBody::new(stream))
+        Some(crate::body::boxed(http_body_util::StreamBody::new(stream)))
     }
 
     /// Waits until the fill has ended; true if it committed an entry.
@@ -350,6 +532,16 @@ impl Fill {
             if let Some((_, bytes)) = state.recent.iter().find(|(idx, _)| *idx == i) {
                 return Step::Data(bytes.slice(skip..until));
             }
+            if let Some((_, bytes)) = state.passed.iter().find(|(idx, _)| *idx == i) {
+                return Step::Data(bytes.slice(skip..until));
+            }
+            if state.passed_indices.binary_search(&i).is_ok() {
+                // Never stored, and no longer held: this reader joined too late.
+                return Step::Failed(FillError::Passed {
+                    why: "the bytes asked for are gone".into(),
+                    too_large: false,
+                });
+            }
             return Step::Read(chunk.clone(), skip, until);
         }
         if pos < state.available().min(limit) {
@@ -375,6 +567,23 @@ impl Fill {
     }
 }
 
+impl Drop for Fill {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if !state.release_on_drop {
+            return;
+        }
+        let chunks = state.written_chunks();
+        if chunks.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { store.release(&chunks).await });
+        }
+    }
+}
+
 /// Removes `len` bytes from the front of a frame list.
 fn drop_prefix(frames: &mut Vec<Bytes>, mut len: usize) {
     let mut whole = 0;
@@ -397,6 +606,16 @@ struct Reader {
     rx: watch::Receiver<u64>,
     budget: ReadBudget,
     _count: ReaderCount,
+    /// This reader's slot in the fill's positions.
+    id: u64,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.fill.lock().positions.remove(&self.id);
+        // A passing fill may be waiting for this reader.
+        self.fill.progress.send_modify(|_| {});
+    }
 }
 
 /// Counts a reader out when its body is dropped (finished or abandoned by the client).
@@ -436,6 +655,15 @@ impl Reader {
             };
             let data = data.slice(..data.len().min((self.end - self.pos) as usize));
             self.pos += data.len() as u64;
+            let passing = {
+                let mut state = self.fill.lock();
+                state.positions.insert(self.id, self.pos);
+                state.passing.is_some()
+            };
+            if passing {
+                // The fill may be waiting for room that this read made.
+                self.fill.progress.send_modify(|_| {});
+            }
             return Some(Ok(data));
         }
     }

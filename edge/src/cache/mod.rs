@@ -32,7 +32,7 @@ use self::fill::{Fill, FillError, FillLimits};
 use self::meta::{FORMAT_VERSION, Meta};
 use self::policy::{Conditional, Freshness, NotStorable, PolicyConfig, Vary};
 use self::range::{ByteRange, RangeAnswer};
-use self::slices::OriginTemplate;
+use self::slices::{OriginTemplate, SliceError};
 use self::store::Store;
 use crate::body::{self, Body};
 use crate::headers::{CacheStatus, Outcome};
@@ -103,9 +103,13 @@ struct Inner {
 enum Landed {
     /// A storable response whose body is being filled into the store.
     Fill { fill: Arc<Fill>, head: Arc<Meta> },
-    /// A range request taught us a large object's length: its head and first slice are
-    /// stored, the rest is fetched slice by slice.
-    Sliced(Arc<Meta>),
+    /// Served from the store: a sliced object whose head and first slice a range request
+    /// just stored (`fwd`: 206), or an entry that landed between this request's lookup and
+    /// its joining (`fwd`: none; the flight that stored it is gone).
+    Stored {
+        meta: Arc<Meta>,
+        fwd: Option<StatusCode>,
+    },
     /// The origin said 304: the stored entry's head was refreshed.
     Refreshed(Arc<Meta>),
     /// Not storable: only the request that started the flight has the body.
@@ -458,12 +462,15 @@ impl Inner {
                     };
                     return Box::pin(self.fetch(lookup, flight, origin_req, upstream)).await;
                 }
-                let mut served = self.serve_fill(lookup, &fill, &head, &origin).await;
+                let Some(mut served) = self.serve_fill(lookup, &fill, &head, &origin).await else {
+                    // The fill passes through and has moved past what this request needs.
+                    return self.pass(origin_req, upstream, "not-stored").await;
+                };
                 served.status.stored = true;
                 served.status.fwd_status = Some(head.status());
                 served
             }
-            Landed::Sliced(object) => {
+            Landed::Stored { meta: object, fwd } => {
                 let ttl = match self.freshness(lookup.headers, &object) {
                     Freshness::Fresh { ttl } => Some(ttl),
                     Freshness::Stale { .. } => None,
@@ -474,8 +481,8 @@ impl Inner {
                 else {
                     return self.pass(origin_req, upstream, "range").await;
                 };
-                served.status.stored = true;
-                served.status.fwd_status = Some(StatusCode::PARTIAL_CONTENT);
+                served.status.stored = fwd.is_some();
+                served.status.fwd_status = fwd;
                 served
             }
             Landed::Refreshed(meta) => {
@@ -549,6 +556,15 @@ impl Inner {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = flights.get(key) {
             return (flight.landed.clone(), None);
+        }
+        if stale.is_none()
+            && let Some(meta) = self.store.get(key)
+            && matches!(self.freshness(client, &meta), Freshness::Fresh { .. })
+        {
+            // A flight for this key landed and ended after this request looked it up: serve
+            // what it stored rather than ask the origin again.
+            let (_tx, rx) = tokio::sync::watch::channel(Some(Landed::Stored { meta, fwd: None }));
+            return (rx, None);
         }
         let (tx, rx) = tokio::sync::watch::channel(None);
         let (pass_tx, pass_rx) = tokio::sync::oneshot::channel();
@@ -731,7 +747,14 @@ impl Inner {
                     head: head.clone(),
                 }));
                 let result = fill.run(body, announced, (*head).clone(), limits).await;
-                if let Err(FillError::Abandoned) = result {
+                if let Err(FillError::Passed { why, too_large }) = &result {
+                    self.counters.fills_failed.inc();
+                    if *too_large {
+                        // Like a response that says it is too large: the next requests pass.
+                        self.passes.insert(primary.clone(), ());
+                    }
+                    tracing::debug!(key = %key.replace('\0', " "), %why, "fill passed through; nothing stored");
+                } else if let Err(FillError::Abandoned) = result {
                     tracing::debug!(key = %key.replace('\0', " "), "fill of a sliced object stopped: no reader left");
                 } else if let Err(e) = result {
                     self.counters.fills_failed.inc();
@@ -796,7 +819,17 @@ impl Inner {
             .begin_sliced(variant, parts, total, index, body, times)
             .await
         {
-            Ok(object) => Discovery::Landed(Landed::Sliced(object)),
+            Ok(object) => Discovery::Landed(Landed::Stored {
+                meta: object,
+                fwd: Some(StatusCode::PARTIAL_CONTENT),
+            }),
+            // The store could not take it (a full disk): every request, the one that asked
+            // included, fetches its own range, uncached. An origin failure mid-slice is an
+            // error like any other.
+            Err(SliceError::Store(why)) => {
+                tracing::debug!(%why, "sliced object not stored; ranges pass through");
+                Discovery::pass(parts.status)
+            }
             Err(e) => Discovery::Landed(Landed::Failed {
                 status: StatusCode::BAD_GATEWAY,
                 message: e.to_string().into(),
@@ -1016,7 +1049,7 @@ impl Inner {
         fill: &Arc<Fill>,
         head: &Meta,
         origin: &OriginTemplate,
-    ) -> Served {
+    ) -> Option<Served> {
         let headers = head.header_map().clone();
         let facts = head.facts();
         let (lifetime, _) = facts.lifetime(head.status(), head.response_time(), &self.policy);
@@ -1028,10 +1061,10 @@ impl Inner {
         if policy::evaluate_conditional(lookup.method, lookup.headers, &headers)
             == Conditional::NotModified
         {
-            return Served {
+            return Some(Served {
                 response: not_modified(&headers, age),
                 status,
-            };
+            });
         }
         // Without a Content-Length the length is unknown until the end: ranges wait for none.
         let length = content_length(&headers);
@@ -1044,14 +1077,12 @@ impl Inner {
         let response = self
             .respond(lookup, &source, headers, head.status(), len, answer, origin)
             .await;
-        let Some(mut response) = response else {
-            return error_response(StatusCode::BAD_GATEWAY, "cache fill unavailable");
-        };
+        let mut response = response?;
         if length.is_none() {
             response.headers_mut().remove(header::CONTENT_LENGTH);
         }
         set_age(response.headers_mut(), age);
-        Served { response, status }
+        Some(Served { response, status })
     }
 
     /// What the request's Range asks of a representation (Full for HEAD, non-200, If-Range
@@ -1175,7 +1206,9 @@ impl Inner {
             return Some(body::empty());
         }
         match source {
-            Source::Fill(fill) => Some(fill.reader_range(span.start, span.end, budget.clone())),
+            // None when a fill passing through no longer holds these bytes: the caller
+            // then fetches for itself.
+            Source::Fill(fill) => fill.reader_from(span.start, span.end, budget.clone()),
             Source::Stored(meta) if meta.sliced.is_some() => {
                 let size = meta.sliced.unwrap_or(1).max(1);
                 let first =

@@ -34,6 +34,8 @@ pub(super) enum SliceError {
     Status(StatusCode),
     #[error("slice fetch failed: {0}")]
     Fetch(Arc<str>),
+    #[error("the store cannot take the object: {0}")]
+    Store(Arc<str>),
 }
 
 type SliceResult = Result<Bytes, SliceError>;
@@ -515,7 +517,7 @@ impl Inner {
             .store
             .commit(object)
             .await
-            .map_err(|e| SliceError::Fetch(e.to_string().into()))?;
+            .map_err(|e| SliceError::Store(e.to_string().into()))?;
         self.store_slice(&object, index, bytes).await;
         Ok(object)
     }

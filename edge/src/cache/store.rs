@@ -47,6 +47,29 @@ pub struct StoreStats {
     pub memory_chunks: u64,
     pub memory_bytes: u64,
     pub evictions: u64,
+    /// Chunk or index writes that failed (a full or failing disk).
+    pub write_errors: u64,
+    /// The disk budget in force: the configured one, or less once a write failed for lack of
+    /// room (the store then keeps 10 % below what it held).
+    pub disk_budget: u64,
+}
+
+/// The last write the store could not make, while it is recent (health reports it).
+#[derive(Debug, Clone)]
+pub struct WriteFailure {
+    pub ago: std::time::Duration,
+    pub error: String,
+}
+
+/// How long after a failed write the store reports itself as not writable.
+const WRITE_FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct WriteHealth {
+    failures: std::sync::atomic::AtomicU64,
+    /// A budget learned from a failed write; u64::MAX: none.
+    cap: std::sync::atomic::AtomicU64,
+    last: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// The cache's storage.
@@ -58,6 +81,7 @@ pub struct Store {
     /// Writers and deleters of one chunk serialize on its stripe, so a chunk being deleted
     /// cannot be re-referenced by a concurrent writer who then finds the file gone.
     stripes: Vec<tokio::sync::Mutex<()>>,
+    writes: WriteHealth,
 }
 
 #[derive(Default)]
@@ -131,6 +155,10 @@ impl Store {
             index: Mutex::new(index),
             hot,
             stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            writes: WriteHealth {
+                cap: std::sync::atomic::AtomicU64::new(u64::MAX),
+                ..WriteHealth::default()
+            },
         });
         store.enforce_budget(None).await;
         Ok(store)
@@ -230,8 +258,13 @@ impl Store {
         };
         if !present {
             let (bytes, expect) = (data.clone(), sri.clone());
-            self.blocking(move |dir| write_content(dir, &bytes, expect))
-                .await?;
+            let written = self
+                .blocking(move |dir| write_content(dir, &bytes, expect))
+                .await;
+            if let Err(e) = written {
+                self.write_failed(&e).await;
+                return Err(e);
+            }
             let mut index = self.lock();
             index.chunks.insert(
                 sri.clone(),
@@ -265,7 +298,13 @@ impl Store {
     /// Stores `meta` (whose chunks the caller holds references on) under `meta.key`, replacing
     /// any previous entry, then evicts down to the disk budget.
     pub async fn commit(&self, meta: Meta) -> Result<Arc<Meta>, StoreError> {
-        let meta_ref = self.write_meta(&meta).await?;
+        let meta_ref = match self.write_meta(&meta).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.write_failed(&e).await;
+                return Err(e);
+            }
+        };
         let meta = Arc::new(meta);
         let released = {
             let mut index = self.lock();
@@ -332,7 +371,47 @@ impl Store {
         let _ = cacache::remove_hash(&self.dir, sri).await;
     }
 
+    /// A write failed: remember it for health and metrics, and make room. A disk that filled
+    /// before the budget was reached (a budget larger than the filesystem, or another user of
+    /// it) teaches the store a smaller budget: 10 % below what it holds now.
+    async fn write_failed(&self, error: &StoreError) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.writes.failures.fetch_add(1, Relaxed);
+        *self.writes.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), error.to_string()));
+        let held = self.lock().disk_bytes;
+        let cap = held / 10 * 9;
+        if cap < self.disk_budget() {
+            tracing::warn!(error = %error, budget = cap, "cache write failed; disk budget lowered to make room");
+            self.writes.cap.store(cap, Relaxed);
+        } else {
+            tracing::warn!(error = %error, "cache write failed");
+        }
+        self.enforce_budget(None).await;
+    }
+
+    fn disk_budget(&self) -> u64 {
+        let cap = self.writes.cap.load(std::sync::atomic::Ordering::Relaxed);
+        self.limits.disk_budget.min(cap)
+    }
+
+    /// The last failed write, if it was recent: the store may not be taking new entries.
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        let last = self.writes.last.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, error) = last.as_ref()?;
+        let ago = at.elapsed();
+        (ago < WRITE_FAILURE_MEMORY).then(|| WriteFailure {
+            ago,
+            error: error.clone(),
+        })
+    }
+
     pub fn stats(&self) -> StoreStats {
+        let write_errors = self
+            .writes
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let disk_budget = self.disk_budget();
         let index = self.lock();
         StoreStats {
             entries: index.entries.len() as u64,
@@ -340,6 +419,8 @@ impl Store {
             memory_chunks: self.hot.entry_count(),
             memory_bytes: self.hot.weighted_size(),
             evictions: index.evictions,
+            write_errors,
+            disk_budget,
         }
     }
 
@@ -377,7 +458,7 @@ impl Store {
         loop {
             let victim = {
                 let index = self.lock();
-                if index.disk_bytes <= self.limits.disk_budget {
+                if index.disk_bytes <= self.disk_budget() {
                     return;
                 }
                 index

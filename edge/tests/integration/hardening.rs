@@ -539,3 +539,157 @@ async fn zero_window_http2_clients_are_bounded_and_cut() {
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
     assert!(ended.is_ok(), "a connection that reads nothing is closed");
 }
+
+/// Finding 9: a chunked body past `max_object_size` was cut at exactly the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_past_the_size_limit_are_passed_through_whole() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.cache.max_object_size = bytesize::ByteSize::kib(100);
+        c.cache.slice_size = bytesize::ByteSize::kib(64);
+    })
+    .await;
+    for (path, len) in [("/small-chunks", 300_000u64), ("/many-chunks", 3 << 20)] {
+        origin.route(
+            path,
+            Reply::generated(len)
+                .chunked()
+                .header("cache-control", "max-age=600"),
+        );
+        for round in 0..2 {
+            // Two readers at once share the fill that turns into a pass-through.
+            let mut tasks = Vec::new();
+            for proto in [Proto::H1, Proto::H2] {
+                let (client, url) = (edge.client(proto), edge.url(proto, path));
+                tasks.push(tokio::spawn(async move { client.get(&url).await }));
+            }
+            for task in tasks {
+                let resp = task.await.unwrap();
+                assert_eq!(resp.status, 200, "{path} round {round}");
+                assert_eq!(
+                    resp.body.len() as u64,
+                    len,
+                    "{path} round {round}: cut short"
+                );
+                assert_eq!(pattern_check(0, &resp.body), Ok(()), "{path}");
+            }
+        }
+    }
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metric(&metrics, "quicdn_cache_entries{tier=\"disk\"}"),
+        0.0,
+        "nothing stored"
+    );
+}
+
+fn is_root() -> bool {
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -t tmpfs failed");
+        Self(dir)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Finding 8: with the store's filesystem full, every miss failed (a 200 head and no body)
+/// while health said 200 ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_serves_misses_uncached_and_says_so() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the full-disk test mounts a tmpfs: it needs root, and CI runs as root"
+        );
+        eprintln!("skipped: the full-disk test needs root to mount a small tmpfs");
+        return;
+    }
+    let fs = SmallFs::mount("3m");
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.cache.dir = fs.0.path().join("cache");
+        c.cache.slice_size = bytesize::ByteSize::kib(256);
+        c.tls.dev_cert_dir =
+            Some(std::env::temp_dir().join(format!("edge-cert-{}", std::process::id())));
+    })
+    .await;
+    // Distinct bytes per object: identical chunks would be stored once.
+    let object = |i: u64| -> Vec<u8> {
+        (0..600_000u64)
+            .map(|n| (n.wrapping_mul(31).wrapping_add(i * 7919) % 251) as u8)
+            .collect()
+    };
+    for i in 0..12u64 {
+        let path = format!("/obj{i}");
+        origin.route(
+            &path,
+            Reply::ok(object(i))
+                .header("cache-control", "max-age=600")
+                .header("etag", &format!("\"o{i}\"")),
+        );
+        let resp = edge
+            .client(Proto::H1)
+            .get(&edge.url(Proto::H1, &path))
+            .await;
+        assert_eq!(resp.status, 200, "{path}");
+        assert!(resp.body == object(i), "{path}: whole body, byte for byte");
+        // A range of an unknown object too.
+        let path = format!("/range{i}");
+        origin.route(
+            &path,
+            Reply::ok(object(i + 100))
+                .header("cache-control", "max-age=600")
+                .header("etag", &format!("\"r{i}\""))
+                .header("accept-ranges", "bytes"),
+        );
+        let resp = edge
+            .client(Proto::H2)
+            .get_with(
+                &edge.url(Proto::H2, &path),
+                &[("range", "bytes=300000-300099")],
+            )
+            .await;
+        assert_eq!(resp.status, 206, "{path}");
+        assert!(resp.body[..] == object(i + 100)[300_000..300_100], "{path}");
+    }
+    let metrics = edge.metrics().await;
+    assert!(
+        metric(&metrics, "quicdn_cache_store_write_errors_total") > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "quicdn_cache_store_writable"), 0.0);
+    assert!(metric(&metrics, "quicdn_cache_disk_budget_bytes") < 3.0 * 1024.0 * 1024.0);
+    let health = edge
+        .client(Proto::H1)
+        .get(&format!(
+            "http://{}/health",
+            edge.running.admin_addr().unwrap()
+        ))
+        .await;
+    assert_eq!(health.status, 200);
+    assert!(health.text().contains("degraded"), "{}", health.text());
+    drop(edge);
+}

@@ -110,6 +110,7 @@ pub struct Reply {
     delay_head: Option<Duration>,
     reset_after: Option<u64>,
     script: Option<Script>,
+    chunked: bool,
 }
 
 #[derive(Clone)]
@@ -151,6 +152,7 @@ impl Reply {
             delay_head: None,
             reset_after: None,
             script: None,
+            chunked: false,
         }
     }
 
@@ -172,6 +174,12 @@ impl Reply {
             body: Source::Generated(len),
             ..Self::status(200)
         }
+    }
+
+    /// Sends the body without Content-Length (chunked over HTTP/1.1).
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
     }
 
     /// Waits `d` before sending the response head.
@@ -231,6 +239,7 @@ impl Reply {
         inner.headers.extend(self.headers);
         inner.delay_head = inner.delay_head.or(self.delay_head);
         inner.reset_after = inner.reset_after.or(self.reset_after);
+        inner.chunked |= self.chunked;
         Some(inner)
     }
 
@@ -586,7 +595,7 @@ fn respond(
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    if !bodiless && !reply.has_header("content-length") {
+    if !bodiless && !reply.has_header("content-length") && !reply.chunked {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     }
     if req.method == Method::HEAD || bodiless {
