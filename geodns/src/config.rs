@@ -114,14 +114,22 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// One line per query under the `query` target (off by default: DNS rates are high).
     pub query_log: bool,
+    /// Bad queries (undecodable, malformed EDNS options, invalid ECS) are logged under the
+    /// `bad_input` target: the first from a client at once, then one line per client per
+    /// interval with the count and the last reason.
+    #[serde(with = "humantime_serde")]
+    pub bad_input_interval: Duration,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info,hickory_server=warn".into(),
+            // hickory-proto warns once per packet about some bad input; geodns logs bad input
+            // itself, rate-limited (see `bad_input_interval`).
+            filter: "info,hickory_server=warn,hickory_proto=error".into(),
             format: LogFormat::Text,
             query_log: false,
+            bad_input_interval: Duration::from_secs(10),
         }
     }
 }
@@ -317,6 +325,9 @@ impl GeoDnsConfig {
                     return bad(format!("zone[{z}].geo[{g}]: unknown pop {p:?}"));
                 }
             }
+        }
+        if self.log.bad_input_interval.is_zero() {
+            return bad("log.bad_input_interval must be positive".into());
         }
         if self.health.rise == 0 || self.health.fall == 0 {
             return bad("health.rise and health.fall must be at least 1".into());

@@ -11,6 +11,7 @@
 //!
 //! It is not a resolver: names outside its zones are REFUSED.
 
+mod badinput;
 pub mod citydb;
 pub mod config;
 pub mod geo;

@@ -18,6 +18,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::{Mutex, watch};
 
+use crate::badinput::BadInputLog;
 use crate::config::GeoDnsConfig;
 use crate::geo::GeoDb;
 use crate::health::{Checker, Health, HealthSnapshot};
@@ -85,6 +86,8 @@ pub struct Handler {
     /// Last time (unix seconds) a fail-open answer was logged, so a POP outage does not log
     /// once per query.
     failed_open_logged: AtomicU64,
+    /// Bad queries, logged rate-limited per client.
+    bad_input: BadInputLog,
 }
 
 impl Handler {
@@ -143,6 +146,10 @@ impl Handler {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub(crate) fn bad_input(&self) -> &BadInputLog {
+        &self.bad_input
     }
 
     /// A cached fail-open answer was served again: count and (rate-limited) log it.
@@ -243,6 +250,16 @@ impl RequestHandler for Handler {
         let (query, locate) = match found {
             Ok(found) => found,
             Err(code) => {
+                if code == ResponseCode::FormErr {
+                    let reason = match client {
+                        Client::Invalid => {
+                            "ECS source prefix longer than its address family or scope prefix set"
+                        }
+                        _ => "not exactly one question",
+                    };
+                    self.bad_input
+                        .note(request.src().ip(), request.protocol(), &reason);
+                }
                 return self
                     .error(request, builder, edns, code, response_handle)
                     .await;
@@ -484,6 +501,7 @@ pub async fn start(
         health: health.clone(),
         metrics: metrics.clone(),
         failed_open_logged: AtomicU64::new(0),
+        bad_input: BadInputLog::default(),
     });
     let udp = crate::udp::UdpServer::start(
         sockets,
@@ -493,7 +511,7 @@ pub async fn start(
         tokio::runtime::Handle::current(),
     )?;
     // hickory serves TCP; UDP has its own threads (see udp.rs).
-    let mut server = hickory_server::Server::new(SharedHandler(handler));
+    let mut server = hickory_server::Server::new(SharedHandler(handler.clone()));
     // 64 KiB of buffered responses per TCP connection is plenty for one resolver.
     server.register_listener(tcp, config.listen.tcp_timeout, 64);
 
@@ -534,6 +552,11 @@ pub async fn start(
         }
         None => None,
     };
+    tasks.push(tokio::spawn(report_bad_input(
+        handler.clone(),
+        state.clone(),
+        stopped.clone(),
+    )));
     tasks.push(tokio::spawn(reloader.clone().watch(stopped)));
     for (name, addr) in [("dns", Some(dns)), ("admin", admin)] {
         if let Some(addr) = addr {
@@ -550,6 +573,24 @@ pub async fn start(
         tasks,
         udp: Some(udp),
     })
+}
+
+/// Writes the bad-input counts every `log.bad_input_interval` (as configured now: a reload
+/// takes effect from the next report), and once more on shutdown.
+async fn report_bad_input(
+    handler: Arc<Handler>,
+    state: Arc<ArcSwap<State>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let interval = state.load().config.log.bad_input_interval;
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        handler.bad_input.flush();
+    }
+    handler.bad_input.flush();
 }
 
 /// Reloads the config and databases on SIGHUP and when their files change.

@@ -299,9 +299,24 @@ impl Worker {
             // Not a query (or not even a header): never answer, no reflection.
             return false;
         }
-        let Ok(request) = Request::from_bytes(raw.to_vec(), src, Protocol::Udp) else {
-            formerr(raw, &mut self.out);
-            return true;
+        // hickory-proto warns about some bad input (malformed EDNS options, which it drops)
+        // once per packet: that goes to the rate-limited bad-input log instead.
+        let (request, warning) = crate::badinput::decode_quietly(|| {
+            Request::from_bytes(raw.to_vec(), src, Protocol::Udp)
+        });
+        let bad = self.handler.bad_input();
+        let request = match request {
+            Ok(request) => {
+                if let Some(warning) = warning {
+                    bad.note(src.ip(), Protocol::Udp, &warning);
+                }
+                request
+            }
+            Err(e) => {
+                bad.note(src.ip(), Protocol::Udp, &format_args!("undecodable: {e}"));
+                formerr(raw, &mut self.out);
+                return true;
+            }
         };
         let capture = Capture::default();
         self.runtime.block_on(

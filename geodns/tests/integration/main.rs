@@ -3,6 +3,7 @@
 //! dig).
 
 mod answers;
+mod badinput;
 mod failover;
 mod h3health;
 mod support;

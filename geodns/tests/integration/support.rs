@@ -4,11 +4,14 @@
 #![allow(unreachable_pub)]
 
 use std::convert::Infallible;
+use std::io::{BufRead as _, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 use geodns::citydb::CityNetwork;
 use geodns::config::GeoDnsConfig;
@@ -88,6 +91,15 @@ impl HealthServer {
             }
         });
         Self { url, up, task }
+    }
+
+    /// Three endpoints, for the test config's POPs (fra, iad, sin).
+    pub async fn three() -> [Self; 3] {
+        [
+            Self::start().await,
+            Self::start().await,
+            Self::start().await,
+        ]
     }
 
     pub fn set_up(&self, up: bool) {
@@ -214,11 +226,7 @@ impl Fixture {
     pub async fn start_with(edit: impl FnOnce(&mut GeoDnsConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = write_db(dir.path());
-        let health = [
-            HealthServer::start().await,
-            HealthServer::start().await,
-            HealthServer::start().await,
-        ];
+        let health = HealthServer::three().await;
         let mut cfg = config(&db, [&health[0].url, &health[1].url, &health[2].url]);
         edit(&mut cfg);
         let server = geodns::server::start(cfg, None).await.unwrap();
@@ -231,6 +239,81 @@ impl Fixture {
 
     pub fn addr(&self) -> SocketAddr {
         self.server.dns_addr()
+    }
+}
+
+/// The geodns binary on a config file written to `dir`, `RUST_LOG=info`, its log read by a
+/// thread (so it never blocks on a full pipe). Killed when dropped.
+pub struct Binary {
+    pub child: Child,
+    /// The UDP and TCP address it logged.
+    pub dns: SocketAddr,
+    /// The log lines read so far (see [`Binary::read`]).
+    pub log: Vec<String>,
+    lines: Receiver<String>,
+}
+
+impl Binary {
+    pub fn start(dir: &Path, cfg: &GeoDnsConfig) -> Self {
+        let path = dir.join("geodns.toml");
+        std::fs::write(&path, shared::config::render(cfg).unwrap()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_geodns"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        while let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) {
+            let dns = (line.contains("listening") && line.contains("dns"))
+                .then(|| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                })
+                .flatten()
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            log.push(line);
+            if let Some(dns) = dns {
+                return Self {
+                    child,
+                    dns,
+                    log,
+                    lines,
+                };
+            }
+        }
+        let _ = child.kill();
+        let status = child.wait();
+        panic!(
+            "geodns did not log its DNS address ({status:?}); its log:\n{}",
+            log.join("\n")
+        );
+    }
+
+    /// Takes the lines written so far, waiting up to `wait` for more.
+    pub fn read(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.log.push(line);
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -337,7 +420,7 @@ pub fn ecs(m: &Message) -> Option<(u8, u8)> {
 
 /// Polls `f` until it returns true or `limit` passes.
 pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     while start.elapsed() < limit {
         if f().await {
             return true;

@@ -1,10 +1,9 @@
 //! The server as a process, queried with dig.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{FRA, HealthServer, SIN, config, write_db};
+use crate::support::{Binary, FRA, HealthServer, SIN, config, write_db};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_answers_dig_with_ecs_over_udp_and_tcp() {
@@ -12,44 +11,10 @@ async fn the_binary_answers_dig_with_ecs_over_udp_and_tcp() {
         which("dig").expect("dig is not installed: run ./scripts/test.sh (it installs dnsutils)");
     let dir = tempfile::tempdir().unwrap();
     let db = write_db(dir.path());
-    let h = [
-        HealthServer::start().await,
-        HealthServer::start().await,
-        HealthServer::start().await,
-    ];
+    let h = HealthServer::three().await;
     let cfg = config(&db, [&h[0].url, &h[1].url, &h[2].url]);
-    let path = dir.path().join("geodns.toml");
-    std::fs::write(&path, shared::config::render(&cfg).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_geodns"))
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    // A thread keeps draining the log so the server never blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut port = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        if line.contains("listening") && line.contains("dns") && line.contains("addr=") {
-            port = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-                .map(|a| a.port());
-            break;
-        }
-    }
-    if port.is_none() {
-        let _ = child.kill();
-    }
-    let port = port.expect("geodns logs its DNS address");
+    let mut geodns = Binary::start(dir.path(), &cfg);
+    let port = geodns.dns.port();
     let run = |args: &[&str]| {
         let out = Command::new(&dig)
             .args(["@127.0.0.1", "-p", &port.to_string(), "+tries=1", "+time=3"])
@@ -79,10 +44,10 @@ async fn the_binary_answers_dig_with_ecs_over_udp_and_tcp() {
         "dig retried over TCP: {out}"
     );
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &geodns.child.id().to_string()])
         .status();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
+    while geodns.child.try_wait().unwrap().is_none() {
         assert!(
             std::time::Instant::now() < deadline,
             "geodns exits on SIGTERM"
