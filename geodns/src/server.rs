@@ -489,13 +489,8 @@ pub async fn start(
         metrics: metrics.clone(),
     });
 
-    let sockets = crate::udp::bind(config.listen.dns, config.listen.udp_threads)
-        .with_context(|| format!("cannot listen for DNS on UDP {}", config.listen.dns))?;
+    let (sockets, tcp) = bind_dns(config.listen.dns, config.listen.udp_threads).await?;
     let dns = sockets[0].local_addr()?;
-    // TCP on the port UDP got (they differ only when the config asks for port 0).
-    let tcp = tokio::net::TcpListener::bind(dns)
-        .await
-        .with_context(|| format!("cannot listen for DNS on TCP {dns}"))?;
     let handler = Arc::new(Handler {
         state: state.clone(),
         health: health.clone(),
@@ -573,6 +568,31 @@ pub async fn start(
         tasks,
         udp: Some(udp),
     })
+}
+
+/// The UDP sockets and the TCP listener, on one port. TCP takes the port UDP got; when the
+/// config asks for port 0 and that port is taken for TCP (e.g. by an outgoing connection's
+/// local port), a few other ports are tried.
+async fn bind_dns(
+    addr: SocketAddr,
+    threads: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let sockets = crate::udp::bind(addr, threads)
+            .with_context(|| format!("cannot listen for DNS on UDP {addr}"))?;
+        let dns = sockets[0].local_addr()?;
+        match tokio::net::TcpListener::bind(dns).await {
+            Ok(tcp) => return Ok((sockets, tcp)),
+            Err(e) if addr.port() == 0 && attempt < 16 => {
+                tracing::debug!(%dns, error = %e, "TCP port taken; binding another port");
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen for DNS on TCP {dns}"));
+            }
+        }
+    }
 }
 
 /// Writes the bad-input counts every `log.bad_input_interval` (as configured now: a reload
