@@ -9,7 +9,10 @@
 //!   loses a trailing dot, so `Site.test.` and `site.test` are one site and one cache entry.
 //! - The path has its dot segments removed (RFC 3986 5.2.4), including percent-encoded ones
 //!   (`%2e%2e`), which origins decode; a path that climbs above `/` is refused rather than
-//!   clamped, so it can never reach the origin outside the site's path prefix.
+//!   clamped, so it can never reach the origin outside the site's path prefix. A `..` next to
+//!   an encoded slash or a backslash (`/..%2f`, `/..\`, `/..%5c`) is refused too: origins that
+//!   decode `%2f` or treat `\` as a separator (IIS, many frameworks) would climb with it, and
+//!   no real name looks like that.
 
 use std::borrow::Cow;
 
@@ -35,6 +38,8 @@ pub enum TargetError {
     NotAbsolute,
     #[error("path climbs above the root with dot segments")]
     EscapesRoot,
+    #[error("path hides a dot segment behind an encoded slash or a backslash")]
+    HiddenDotSegment,
 }
 
 /// The request's host: lowercase, without port, brackets or trailing dot.
@@ -117,6 +122,9 @@ pub fn path_and_query(target: &str) -> Result<Cow<'_, str>, TargetError> {
                 trailing_slash = i == last;
             }
             None => {
+                if hides_dot_segment(segment) {
+                    return Err(TargetError::HiddenDotSegment);
+                }
                 out.push(segment);
                 trailing_slash = false;
             }
@@ -140,6 +148,40 @@ pub fn path_and_query(target: &str) -> Result<Cow<'_, str>, TargetError> {
 enum Dot {
     One,
     Two,
+}
+
+/// A `..` among the parts of `segment` split at `\\`, `%2f` or `%5c` (any case).
+fn hides_dot_segment(segment: &str) -> bool {
+    if !segment.contains(['\\', '%']) {
+        return false;
+    }
+    let bytes = segment.as_bytes();
+    let mut parts = Vec::new();
+    let (mut from, mut i) = (0, 0);
+    while i < bytes.len() {
+        let sep = match bytes[i] {
+            b'\\' => 1,
+            b'%' if bytes.len() >= i + 3
+                && (bytes[i + 1] == b'2' && bytes[i + 2] | 0x20 == b'f'
+                    || bytes[i + 1] == b'5' && bytes[i + 2] | 0x20 == b'c') =>
+            {
+                3
+            }
+            _ => 0,
+        };
+        if sep == 0 {
+            i += 1;
+            continue;
+        }
+        parts.push(&segment[from..i]);
+        i += sep;
+        from = i;
+    }
+    parts.push(&segment[from..]);
+    parts.len() > 1
+        && parts
+            .iter()
+            .any(|p| matches!(dot_segment(p), Some(Dot::Two)))
 }
 
 /// `.` or `..`, also when its dots are percent-encoded (`%2e`, `%2E`).
@@ -215,7 +257,7 @@ mod tests {
     #[test]
     fn dot_segments_are_removed_and_escapes_refused() {
         #[rustfmt::skip]
-        let cases: [(&str, Result<&str, TargetError>); 15] = [
+        let cases: [(&str, Result<&str, TargetError>); 21] = [
             ("/a/b?x=1", Ok("/a/b?x=1")),
             ("/a/./b", Ok("/a/b")),
             ("/a/../b", Ok("/b")),
@@ -223,7 +265,13 @@ mod tests {
             ("/a/b/.", Ok("/a/b/")),
             ("/a/%2e%2E/b", Ok("/b")),
             ("/a/.%2e/b?q=../..", Ok("/b?q=../..")),
-            ("/a/..%2f", Ok("/a/..%2f")),
+            ("/a/..%2f", Err(TargetError::HiddenDotSegment)),
+            ("/a/..%2F..%2Fetc", Err(TargetError::HiddenDotSegment)),
+            ("/a/..\\x", Err(TargetError::HiddenDotSegment)),
+            ("/a/x%5c..", Err(TargetError::HiddenDotSegment)),
+            ("/a/%2e%2e%5cx", Err(TargetError::HiddenDotSegment)),
+            ("/api/users%2F12", Ok("/api/users%2F12")),
+            ("/a/b\\c.txt", Ok("/a/b\\c.txt")),
             ("/file.txt", Ok("/file.txt")),
             ("/.well-known/x", Ok("/.well-known/x")),
             ("/...", Ok("/...")),
