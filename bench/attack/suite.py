@@ -92,10 +92,10 @@ class Edge:
                        "idle_body_timeout": f"{int(ORIGIN_TIMEOUT)}s"},
             "log": {"filter": "warn", "access_log": False},
         }
-        if "listen.first_byte_timeout" in c.edge_keys:
-            # Newer edges cut silent connections after their own first-byte limit; the suite
+        if "listen.first_request_timeout" in c.edge_keys:
+            # Newer edges cut silent connections after their own first-request limit; the suite
             # uses the same 5 s for it as for header_read_timeout (older edges: unknown key).
-            sections["listen"]["first_byte_timeout"] = f"{int(FIRST_BYTE_LIMIT)}s"
+            sections["listen"]["first_request_timeout"] = f"{int(FIRST_BYTE_LIMIT)}s"
         for sec, kv in overrides.items():
             sections.setdefault(sec, {}).update(kv)
         out = ['name = "attack-edge"', ""]

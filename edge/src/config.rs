@@ -68,11 +68,12 @@ pub struct ListenConfig {
     /// (slowloris protection).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A connection that sends no byte within this time of being accepted (or of its TLS
-    /// handshake, which `header_read_timeout` bounds) is closed: silent connections would
-    /// otherwise hold a `max_connections` slot for ever.
+    /// A connection that sends no request within this time of being accepted (or of its TLS
+    /// handshake, which `header_read_timeout` bounds) is closed: silent connections, or ones
+    /// that send a few bytes (a partial HTTP/2 preface), would otherwise hold a
+    /// `max_connections` slot for ever.
     #[serde(with = "humantime_serde")]
-    pub first_byte_timeout: Duration,
+    pub first_request_timeout: Duration,
     /// A keep-alive connection (HTTP/1.1 or HTTP/2) with no request in flight that sends
     /// nothing for this long is closed.
     #[serde(with = "humantime_serde")]
@@ -113,7 +114,7 @@ impl Default for ListenConfig {
             header_read_timeout: Duration::from_secs(10),
             // nginx's client_header_timeout is 60 s; a browser sends its request at once
             // after connecting, so 10 s only cuts what is not a browser.
-            first_byte_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
             // nginx: keepalive_timeout 75 s; browsers close idle connections after ~5 min.
             idle_timeout: Duration::from_secs(75),
             // nginx's send_timeout.
@@ -163,7 +164,8 @@ pub struct QuicConfig {
     pub advertised_port: u16,
     /// Concurrent requests (bidirectional streams) one connection may have open.
     pub max_concurrent_streams: u32,
-    /// Most QUIC connections at once; further handshakes are refused.
+    /// Most QUIC connections at once. At the cap the connection idle the longest is closed to
+    /// make room for a new handshake; only when every connection is busy is one refused.
     pub max_connections: usize,
     /// A connection with no traffic for this long is closed.
     #[serde(with = "humantime_serde")]
@@ -200,10 +202,12 @@ impl Default for QuicConfig {
             // Browsers open up to ~100 parallel requests per origin; more is one client
             // monopolising the edge.
             max_concurrent_streams: 100,
-            max_connections: 10_000,
+            // An idle connection holds about 30-40 KB (mostly quinn's connection state and
+            // its event channel): 4,096 of them stay under 200 MB.
+            max_connections: 4_096,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::ZERO,
-            // A tenth of max_connections: below it a handshake costs one round trip less.
+            // A quarter of max_connections: below it a handshake costs one round trip less.
             retry_above: 1_000,
             // 1 MiB per stream / 8 MiB per connection: enough for ~100 Mbit/s at 80 ms RTT
             // per connection, small enough that 10k connections cannot exhaust memory.
@@ -392,7 +396,7 @@ impl EdgeConfig {
             return bad("listen.h2_max_concurrent_streams must be at least 1".into());
         }
         for (name, value) in [
-            ("first_byte_timeout", self.listen.first_byte_timeout),
+            ("first_request_timeout", self.listen.first_request_timeout),
             ("idle_timeout", self.listen.idle_timeout),
             ("send_timeout", self.listen.send_timeout),
         ] {

@@ -108,7 +108,7 @@ impl Edge {
             shutdown_grace: config.listen.shutdown_grace,
             notsent_lowat: u32::try_from(config.listen.notsent_lowat.as_u64()).unwrap_or(u32::MAX),
             timeouts: crate::frontend::limits::Timeouts {
-                first_byte: config.listen.first_byte_timeout,
+                first_request: config.listen.first_request_timeout,
                 idle: config.listen.idle_timeout,
                 send: config.listen.send_timeout,
             },

@@ -5,10 +5,17 @@
 //! backpressure. Limits: streams per connection (transport config), connections per endpoint,
 //! header size (h3 builder). A stream that fails (client reset, garbage) ends alone; the
 //! connection and its other streams carry on.
+//!
+//! An idle connection costs memory (about 30 KB, most of it quinn's own connection state), so
+//! at `max_connections` a new handshake is not refused while some connection has nothing in
+//! flight: the one idle the longest is closed (`H3_NO_ERROR`; a client reconnects when it
+//! needs to) and the new one takes its place. Clients that hold connections open without
+//! using them cannot keep new users out, and memory stays bounded by `max_connections`.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
@@ -24,6 +31,87 @@ use crate::service::{Protocol, RequestCtx, Service};
 
 /// How long a drained connection waits for the client to close it before the edge does.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Request streams a connection may open before its first request: every allowed stream
+/// costs the connection state up front, so an idle connection is given few; the first
+/// request raises it to `max_concurrent_streams` (one round trip later for the client).
+const FIRST_STREAMS: u32 = 16;
+
+/// The connections with nothing in flight, longest idle first, so that one can be closed to
+/// make room (module docs).
+#[derive(Default)]
+struct IdleConnections {
+    inner: Mutex<IdleInner>,
+}
+
+#[derive(Default)]
+struct IdleInner {
+    /// Every established connection: its handle and the epoch it went idle at (`None`: busy).
+    conns: HashMap<u64, (quinn::Connection, Option<u64>)>,
+    /// (connection, epoch) in the order they went idle; stale entries are skipped.
+    queue: VecDeque<(u64, u64)>,
+    next: u64,
+}
+
+impl IdleConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an established connection (idle) and returns its id.
+    fn insert(&self, conn: quinn::Connection) -> u64 {
+        let mut inner = self.lock();
+        let id = inner.next;
+        inner.next += 1;
+        inner.conns.insert(id, (conn, None));
+        drop(inner);
+        self.set_idle(id, true);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().conns.remove(&id);
+    }
+
+    fn set_idle(&self, id: u64, idle: bool) {
+        let mut inner = self.lock();
+        let epoch = inner.next;
+        inner.next += 1;
+        let Some(entry) = inner.conns.get_mut(&id) else {
+            return;
+        };
+        entry.1 = idle.then_some(epoch);
+        if idle {
+            inner.queue.push_back((id, epoch));
+            // Busy/idle flips leave stale entries behind; keep the queue near the live set.
+            if inner.queue.len() > 2 * inner.conns.len() + 64 {
+                let IdleInner { conns, queue, .. } = &mut *inner;
+                queue.retain(|(id, e)| conns.get(id).is_some_and(|c| c.1 == Some(*e)));
+            }
+        }
+    }
+
+    /// Closes the connection idle the longest; false if every connection is busy.
+    fn close_longest_idle(&self) -> bool {
+        let mut inner = self.lock();
+        while let Some((id, epoch)) = inner.queue.pop_front() {
+            if let Some((conn, Some(e))) = inner.conns.get(&id)
+                && *e == epoch
+            {
+                conn.close(
+                    h3::error::Code::H3_NO_ERROR
+                        .value()
+                        .try_into()
+                        .unwrap_or_default(),
+                    b"idle connection closed to make room",
+                );
+                inner.conns.remove(&id);
+                return true;
+            }
+        }
+        false
+    }
+}
 
 /// Builds the QUIC endpoint on `socket` with the edge's certificate and transport limits.
 pub fn endpoint(
@@ -51,7 +139,7 @@ pub fn endpoint(
 
 fn transport(c: &QuicConfig) -> anyhow::Result<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(c.max_concurrent_streams.into())
+    t.max_concurrent_bidi_streams(c.max_concurrent_streams.min(FIRST_STREAMS).into())
         // HTTP/3 needs 3 unidirectional streams per side (control, QPACK encoder/decoder).
         .max_concurrent_uni_streams(8u32.into())
         .max_idle_timeout(Some(c.idle_timeout.try_into()?))
@@ -85,6 +173,7 @@ pub async fn serve(
 ) {
     let grace = limits.shutdown_grace;
     let open = Arc::new(AtomicUsize::new(0));
+    let idle = Arc::new(IdleConnections::default());
     let mut connections = JoinSet::new();
     loop {
         let incoming = tokio::select! {
@@ -95,10 +184,6 @@ pub async fn serve(
         };
         let Some(incoming) = incoming else { break };
         let now_open = open.load(Ordering::Relaxed);
-        if now_open >= config.max_connections {
-            incoming.refuse();
-            continue;
-        }
         if now_open >= config.retry_above && !incoming.remote_address_validated() {
             // Under load, a handshake costs state only once its source address is proven.
             if incoming.may_retry() {
@@ -112,17 +197,23 @@ pub async fn serve(
             incoming.refuse();
             continue;
         };
+        // Full: room is made only for a handshake that is otherwise admitted.
+        if now_open >= config.max_connections && !idle.close_longest_idle() {
+            incoming.refuse();
+            continue;
+        }
         open.fetch_add(1, Ordering::Relaxed);
         let (service, open, stop) = (service.clone(), open.clone(), shutdown.clone());
-        let max_header = config.max_header_size.as_u64();
-        let head_timeout = limits.header_read_timeout;
+        let limits = StreamLimits {
+            max_header: config.max_header_size.as_u64(),
+            head_timeout: limits.header_read_timeout,
+            max_streams: config.max_concurrent_streams,
+            idle: idle.clone(),
+        };
         connections.spawn(async move {
             let peer = incoming.remote_address();
-            let limits = StreamLimits {
-                max_header,
-                head_timeout,
-            };
-            if let Err(e) = connection(incoming, service, limits, stop).await {
+            // Boxed: only what a connection holds while idle stays in its task.
+            if let Err(e) = Box::pin(connection(incoming, service, limits, stop)).await {
                 tracing::debug!(%peer, error = %e, "QUIC connection ended with an error");
             }
             open.fetch_sub(1, Ordering::Relaxed);
@@ -149,10 +240,21 @@ pub struct QuicLimits {
     pub per_ip: Arc<crate::frontend::limits::PerIp>,
 }
 
-#[derive(Debug, Clone, Copy)]
 struct StreamLimits {
     max_header: u64,
     head_timeout: Duration,
+    /// `max_concurrent_streams`, granted once the first request arrives.
+    max_streams: u32,
+    idle: Arc<IdleConnections>,
+}
+
+/// Takes a connection out of [`IdleConnections`] when it ends.
+struct Registered<'a>(&'a IdleConnections, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+    }
 }
 
 async fn connection(
@@ -161,15 +263,14 @@ async fn connection(
     limits: StreamLimits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
-    let conn = tokio::time::timeout(limits.head_timeout, incoming.accept()?)
-        .await
-        .map_err(|_| "QUIC handshake timed out")??;
+    // The futures of the handshake, of each accept and of GOAWAY are boxed: a connection's
+    // task is as large as the largest state it awaits in, and it is held while idle.
+    let (conn, mut h3) = Box::pin(handshake(incoming, &limits)).await?;
     let peer = conn.remote_address();
     let budget = service.connection_budget();
-    let mut h3 = h3::server::builder()
-        .max_field_section_size(limits.max_header)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
-        .await?;
+    let registered = Registered(&limits.idle, limits.idle.insert(conn.clone()));
+    let mut widened = false;
+    let mut was_idle = true;
     let mut requests = JoinSet::new();
     let mut stopping = false;
     // Armed once GOAWAY is sent and every accepted request has its response queued: those may
@@ -198,8 +299,12 @@ async fn connection(
             // Still polled after GOAWAY: h3 then rejects (H3_REQUEST_REJECTED) the streams a
             // client opened before it saw the GOAWAY, so it retries them at once instead of
             // waiting for the close.
-            accepted = h3.accept() => match accepted {
+            accepted = Box::pin(h3.accept()) => match accepted {
                 Ok(Some(resolver)) => {
+                    if !widened {
+                        conn.set_max_concurrent_bi_streams(limits.max_streams.into());
+                        widened = true;
+                    }
                     let service = service.clone();
                     let budget = budget.clone();
                     let head_timeout = limits.head_timeout;
@@ -224,10 +329,14 @@ async fn connection(
                 }
             },
         }
+        if requests.is_empty() != was_idle {
+            was_idle = requests.is_empty();
+            registered.0.set_idle(registered.1, was_idle);
+        }
         if goaway {
             stopping = true;
             // GOAWAY: no new requests; those already accepted complete.
-            h3.shutdown(0).await?;
+            Box::pin(h3.shutdown(0)).await?;
         }
         if stopping && !armed && requests.is_empty() {
             linger
@@ -244,6 +353,23 @@ async fn connection(
         );
     }
     Ok(())
+}
+
+type H3Connection = h3::server::Connection<h3_quinn::Connection, Bytes>;
+
+/// The QUIC handshake (within `head_timeout`) and the HTTP/3 setup (SETTINGS).
+async fn handshake(
+    incoming: quinn::Incoming,
+    limits: &StreamLimits,
+) -> Result<(quinn::Connection, H3Connection), BoxError> {
+    let conn = tokio::time::timeout(limits.head_timeout, incoming.accept()?)
+        .await
+        .map_err(|_| "QUIC handshake timed out")??;
+    let h3 = h3::server::builder()
+        .max_field_section_size(limits.max_header)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .await?;
+    Ok((conn, h3))
 }
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;

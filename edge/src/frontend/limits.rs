@@ -82,8 +82,9 @@ impl Drop for IpSlot {
 /// How long a TCP connection may be silent or stalled.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// From accept (or the end of the TLS handshake) to the first byte of a request.
-    pub first_byte: Duration,
+    /// From accept (or the end of the TLS handshake) to the first request. Bytes that make
+    /// no request (a partial HTTP/2 preface, a TLS record) do not stop this clock.
+    pub first_request: Duration,
     /// No request in flight and nothing read for this long: the connection is closed.
     pub idle: Duration,
     /// A write blocked (the client reads nothing) for this long: the connection is closed.
@@ -105,6 +106,8 @@ pub struct Activity {
     /// Since when a write has been pending; 0: not blocked.
     blocked_since: AtomicU64,
     started: AtomicU64,
+    /// A request has arrived: from then on the idle rule applies.
+    asked: std::sync::atomic::AtomicBool,
     in_flight: AtomicUsize,
     /// Per response body in flight: since when it has had a frame taken by the protocol
     /// layer without being asked for the next one (0: it is being asked). HTTP/2 asks only
@@ -120,7 +123,7 @@ pub struct Activity {
 pub enum Verdict {
     /// Keep it; look again at this instant.
     Until(tokio::time::Instant),
-    FirstByte,
+    FirstRequest,
     Idle,
     Stalled,
 }
@@ -144,6 +147,7 @@ impl Activity {
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.last_read.store(now_ms(), Ordering::Relaxed);
+        self.asked.store(true, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
@@ -170,15 +174,14 @@ impl Activity {
             // going through): its own timeouts apply. Look again when a stall could be due.
             return Verdict::Until(at(now + send / 2));
         }
-        let last_read = self.last_read.load(Ordering::Relaxed);
-        if last_read == 0 {
-            let limit = self.started.load(Ordering::Relaxed) + t.first_byte.as_millis() as u64;
+        if !self.asked.load(Ordering::Relaxed) {
+            let limit = self.started.load(Ordering::Relaxed) + t.first_request.as_millis() as u64;
             return match now >= limit {
-                true => Verdict::FirstByte,
+                true => Verdict::FirstRequest,
                 false => Verdict::Until(at(limit)),
             };
         }
-        let limit = last_read + t.idle.as_millis() as u64;
+        let limit = self.last_read.load(Ordering::Relaxed) + t.idle.as_millis() as u64;
         match now >= limit {
             true => Verdict::Idle,
             false => Verdict::Until(at(limit)),
@@ -353,14 +356,16 @@ mod tests {
     #[tokio::test]
     async fn silence_idleness_and_stalls_have_verdicts() {
         let t = Timeouts {
-            first_byte: Duration::from_millis(30),
+            first_request: Duration::from_millis(30),
             idle: Duration::from_millis(60),
             send: Duration::from_millis(40),
         };
         let activity = Activity::new();
         assert!(matches!(activity.verdict(&t), Verdict::Until(_)));
-        assert_eq!(activity.expired(&t).await, Verdict::FirstByte);
+        let activity = Activity::new();
+        // Bytes that make no request (a partial preface) do not keep it open.
         activity.last_read.store(now_ms(), Ordering::Relaxed);
+        assert_eq!(activity.expired(&t).await, Verdict::FirstRequest);
         let request = activity.request();
         assert!(matches!(activity.verdict(&t), Verdict::Until(_)));
         drop(request);

@@ -187,7 +187,7 @@ async fn connection(
         verdict = activity.expired(&timeouts) => {
             // Dropping the connection closes the socket; whatever it held is freed.
             let why = match verdict {
-                Verdict::FirstByte => "no request within first_byte_timeout",
+                Verdict::FirstRequest => "no request within first_request_timeout",
                 Verdict::Idle => "idle for idle_timeout",
                 Verdict::Stalled => "client read nothing for send_timeout",
                 Verdict::Until(_) => "",

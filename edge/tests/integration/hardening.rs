@@ -319,7 +319,16 @@ async fn dot_segments_never_leave_the_origin_prefix() {
         let resp = edge.client(Proto::H1).get(&edge.url(Proto::H1, path)).await;
         assert_eq!(resp.text(), "inside", "{path}");
     }
-    for path in ["/../secret", "/a/%2e%2e/%2E%2E/secret", "/%2e%2e/secret"] {
+    // Also a `..` behind an encoded slash or a backslash, which origins that decode `%2f` or
+    // split on `\` would climb with.
+    for path in [
+        "/../secret",
+        "/a/%2e%2e/%2E%2E/secret",
+        "/%2e%2e/secret",
+        "/..%2fsecret",
+        "/..\\secret",
+        "/..%5Csecret",
+    ] {
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let reply = raw(&edge, request.as_bytes()).await;
@@ -398,11 +407,11 @@ async fn silent_and_idle_connections_are_cut() {
     let origin = TestOrigin::start().await;
     origin.route("/ok", Reply::ok("ok").header("cache-control", "max-age=60"));
     let edge = TestEdge::start_with(&origin.url(), |c| {
-        c.listen.first_byte_timeout = Duration::from_millis(400);
-        c.listen.idle_timeout = Duration::from_millis(800);
+        c.listen.first_request_timeout = Duration::from_millis(400);
+        c.listen.idle_timeout = Duration::from_secs(3);
     })
     .await;
-    let limit = Duration::from_secs(5);
+    let limit = Duration::from_secs(8);
     let http = edge.running.http_addr().unwrap();
     let https = edge.running.https_addr().unwrap();
 
@@ -412,11 +421,18 @@ async fn silent_and_idle_connections_are_cut() {
         .expect("silent plain connection cut");
     assert!(took >= Duration::from_millis(300), "{took:?}");
 
+    // A partial preface, dribbled: bytes that make no request do not keep it open, so it is
+    // cut by first_request_timeout, well before idle_timeout.
     let mut preface = tokio::net::TcpStream::connect(http).await.unwrap();
     preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    preface.write_all(b"\r").await.unwrap();
+    let took = closed_within(&mut preface, limit)
+        .await
+        .expect("partial h2 preface cut");
     assert!(
-        closed_within(&mut preface, limit).await.is_some(),
-        "partial h2 preface cut"
+        took < Duration::from_millis(2500),
+        "partial preface held until idle_timeout: {took:?}"
     );
 
     let mut tls_silent = tokio::net::TcpStream::connect(https).await.unwrap();
@@ -445,7 +461,7 @@ async fn silent_and_idle_connections_are_cut() {
         .await
         .expect("idle keep-alive cut");
     assert!(
-        took >= Duration::from_millis(700),
+        took >= Duration::from_millis(2900),
         "cut before idle_timeout: {took:?}"
     );
 
@@ -692,4 +708,47 @@ async fn a_full_disk_serves_misses_uncached_and_says_so() {
     assert_eq!(health.status, 200);
     assert!(health.text().contains("degraded"), "{}", health.text());
     drop(edge);
+}
+
+/// Finding 6: idle HTTP/3 connections held every slot and new handshakes were refused. At
+/// `quic.max_connections` the connection idle the longest is closed to make room, and a
+/// connection's stream credit starts small and widens with its first request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h3_connections_make_room_for_new_ones() {
+    let origin = TestOrigin::start().await;
+    origin.route("/ok", Reply::ok("ok").header("cache-control", "max-age=60"));
+    let edge = TestEdge::start_with(&origin.url(), |c| c.quic.max_connections = 3).await;
+    let addr = edge.running.https_addr().unwrap();
+    let mut tls = crate::support::client::pinned_client_config(Some(&edge.cert_der()));
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let client = quinn::ClientConfig::new(std::sync::Arc::new(tls));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let conn = endpoint
+            .connect_with(client.clone(), addr, "localhost")
+            .unwrap()
+            .await
+            .expect("handshake");
+        idle.push(conn);
+        // Distinct idle ages: the first is the longest idle.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A fourth client is served: the longest idle connection made room.
+    let c = edge.client(Proto::H3);
+    let url = edge.url(Proto::H3, "/ok");
+    assert_eq!(c.get(&url).await.text(), "ok");
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle[0].closed())
+        .await
+        .expect("the longest idle connection is closed");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(a) if a.error_code == 0x100u32.into()),
+        "closed with H3_NO_ERROR: {closed:?}"
+    );
+    assert!(idle[1].close_reason().is_none() && idle[2].close_reason().is_none());
+    // More concurrent requests than the first stream credit (16) on that one connection.
+    let rs = futures_util::future::join_all((0..40).map(|_| c.get(&url))).await;
+    assert!(rs.iter().all(|r| r.status == 200));
+    drop(idle);
 }
