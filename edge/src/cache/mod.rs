@@ -1241,6 +1241,12 @@ impl Inner {
                         span,
                         keep_hot,
                     )),
+                    Err(e) if !self.store.is_current(meta) => {
+                        // Replaced (a new version committed) between lookup and read, which
+                        // released this chunk: not corruption, and the new entry stays.
+                        tracing::debug!(key = %meta.key.replace('\0', " "), error = %e, "entry replaced while being read");
+                        None
+                    }
                     Err(e) => {
                         tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed");
                         Box::pin(self.store.drop_corrupt(&meta.key, &chunk.sri)).await;

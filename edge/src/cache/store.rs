@@ -363,6 +363,14 @@ impl Store {
         keys.len()
     }
 
+    /// Whether `meta` is still the entry stored under its key.
+    pub fn is_current(&self, meta: &Arc<Meta>) -> bool {
+        self.lock()
+            .entries
+            .get(&meta.key)
+            .is_some_and(|slot| Arc::ptr_eq(&slot.meta, meta))
+    }
+
     /// Drops a chunk that failed its integrity check, from memory and disk, with every entry
     /// that uses it.
     pub async fn drop_corrupt(&self, key: &str, sri: &Integrity) {
