@@ -202,12 +202,12 @@ impl Default for QuicConfig {
             // Browsers open up to ~100 parallel requests per origin; more is one client
             // monopolising the edge.
             max_concurrent_streams: 100,
-            // An idle connection holds about 30-40 KB (mostly quinn's connection state and
-            // its event channel): 4,096 of them stay under 200 MB.
-            max_connections: 4_096,
+            // An idle connection holds about 45 KB of RSS (mostly quinn's connection state and
+            // its event channel): 3,000 of them take about 140 MB.
+            max_connections: 3_000,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::ZERO,
-            // A quarter of max_connections: below it a handshake costs one round trip less.
+            // A third of max_connections: below it a handshake costs one round trip less.
             retry_above: 1_000,
             // 1 MiB per stream / 8 MiB per connection: enough for ~100 Mbit/s at 80 ms RTT
             // per connection, small enough that 10k connections cannot exhaust memory.

@@ -6,7 +6,7 @@
 //! header size (h3 builder). A stream that fails (client reset, garbage) ends alone; the
 //! connection and its other streams carry on.
 //!
-//! An idle connection costs memory (about 30 KB, most of it quinn's own connection state), so
+//! An idle connection costs memory (about 45 KB, most of it quinn's own connection state), so
 //! at `max_connections` a new handshake is not refused while some connection has nothing in
 //! flight: the one idle the longest is closed (`H3_NO_ERROR`; a client reconnects when it
 //! needs to) and the new one takes its place. Clients that hold connections open without
