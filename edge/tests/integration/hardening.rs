@@ -752,3 +752,95 @@ async fn idle_h3_connections_make_room_for_new_ones() {
     assert!(rs.iter().all(|r| r.status == 200));
     drop(idle);
 }
+
+/// Finding 2: slice fetches were shared by a key without the version, so a reader of
+/// version 1 could get a slice fetched for version 2 and serve it as a valid body. Here a
+/// whole read of v1 waits on a slow slice 1 while a client that forces revalidation learns
+/// v2, whose slice 2 is slow too; the v1 reader then needs slice 2. It must never get v2's
+/// bytes: either all of v1, or a body cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_gets_a_slice_of_another_version() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const SLICE: u64 = 64 * 1024;
+    let origin = TestOrigin::start().await;
+    let version = Arc::new(AtomicU8::new(1));
+    let v = version.clone();
+    origin.route(
+        "/mv",
+        Reply::dynamic(move |req| {
+            let range = req
+                .headers
+                .get("range")
+                .and_then(|r| r.to_str().ok())
+                .unwrap_or("");
+            let (reply, slow) = match v.load(Ordering::SeqCst) {
+                1 => (
+                    Reply::generated(4 * SLICE).header("etag", "\"v1\""),
+                    range.starts_with("bytes=65536-"),
+                ),
+                _ => (
+                    Reply::ok(vec![0xAAu8; 4 * SLICE as usize]).header("etag", "\"v2\""),
+                    range.starts_with("bytes=131072-"),
+                ),
+            };
+            let reply = reply
+                .header("accept-ranges", "bytes")
+                .header("cache-control", "max-age=600");
+            match slow {
+                true => reply.delay(Duration::from_millis(1500)),
+                false => reply,
+            }
+        }),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.cache.slice_size = bytesize::ByteSize::b(SLICE);
+        c.sites[0].scheme = edge::config::SchemePolicy::Shared;
+    })
+    .await;
+    let url = edge.url(Proto::H1, "/mv");
+    let first = edge
+        .client(Proto::H1)
+        .get_with(&url, &[("range", "bytes=0-99")])
+        .await;
+    assert_eq!(first.header("etag"), Some("\"v1\""));
+    // The v1 reader: slice 0 at once, then waits on slice 1.
+    let reader = {
+        let c = edge.client(Proto::H1);
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut body = Vec::new();
+            let got = c.get_streaming(&url, |d| body.extend_from_slice(d)).await;
+            (
+                got.map(|(parts, len)| (parts.headers.get("etag").cloned(), len)),
+                body,
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    version.store(2, Ordering::SeqCst);
+    // Learns v2; its slice 2 is slow, and still being fetched when the v1 reader needs it.
+    let c2 = edge.client(Proto::H1);
+    let v2 = c2.get_with(
+        &url,
+        &[
+            ("range", "bytes=140000-140099"),
+            ("cache-control", "no-cache"),
+        ],
+    );
+    let (v2, (got, body)) = tokio::join!(v2, async { reader.await.unwrap() });
+    assert_eq!(v2.header("etag"), Some("\"v2\""));
+    assert!(v2.body.iter().all(|b| *b == 0xAA), "v2 bytes for v2");
+    println!("the v1 reader got {} of {} bytes", body.len(), 4 * SLICE);
+    match got {
+        Ok((etag, len)) if len == 4 * SLICE => {
+            assert_eq!(etag.as_ref().map(|e| e.to_str().unwrap()), Some("\"v1\""));
+            assert_eq!(pattern_check(0, &body), Ok(()), "a complete body is all v1");
+        }
+        // Cut short: the client sees a failed transfer, never a mix.
+        _ => assert!(
+            pattern_check(0, &body).is_ok() && (body.len() as u64) < 4 * SLICE,
+            "what arrived is v1's"
+        ),
+    }
+}
