@@ -111,6 +111,7 @@ pub struct Reply {
     reset_after: Option<u64>,
     script: Option<Script>,
     chunked: bool,
+    trickle: Option<(usize, Duration)>,
 }
 
 #[derive(Clone)]
@@ -153,6 +154,7 @@ impl Reply {
             reset_after: None,
             script: None,
             chunked: false,
+            trickle: None,
         }
     }
 
@@ -179,6 +181,13 @@ impl Reply {
     /// Sends the body without Content-Length (chunked over HTTP/1.1).
     pub fn chunked(mut self) -> Self {
         self.chunked = true;
+        self
+    }
+
+    /// Sends the body in frames of `frame` bytes, `gap` apart (the first at once): a body
+    /// still streaming while other requests come.
+    pub fn trickle(mut self, frame: usize, gap: Duration) -> Self {
+        self.trickle = Some((frame.max(1), gap));
         self
     }
 
@@ -240,6 +249,7 @@ impl Reply {
         inner.delay_head = inner.delay_head.or(self.delay_head);
         inner.reset_after = inner.reset_after.or(self.reset_after);
         inner.chunked |= self.chunked;
+        inner.trickle = inner.trickle.or(self.trickle);
         Some(inner)
     }
 
@@ -611,10 +621,13 @@ fn respond(
         end,
         fail_at,
         pause: None,
+        trickle: reply.trickle.map(|(frame, gap)| (frame, gap, None)),
         meter: (state, key),
     };
     builder.body(body).expect("response parts are valid")
 }
+
+type Gap = Pin<Box<tokio::time::Sleep>>;
 
 /// The response body: slices of the scripted bytes or the pattern, counted
 /// into `bytes_sent` as hyper takes them.
@@ -624,6 +637,8 @@ struct OriginBody {
     end: u64,
     fail_at: Option<u64>,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Frame size, gap, and the gap being waited (`None` before the first frame).
+    trickle: Option<(usize, Duration, Option<Gap>)>,
     meter: (Shared, String),
 }
 
@@ -654,8 +669,16 @@ impl Body for OriginBody {
         if this.pos >= this.end {
             return Poll::Ready(None);
         }
+        let mut frame = FRAME;
+        if let Some((size, gap, wait)) = &mut this.trickle {
+            if let Some(sleep) = wait {
+                ready!(sleep.as_mut().poll(cx));
+            }
+            *wait = Some(Box::pin(tokio::time::sleep(*gap)));
+            frame = (*size).min(FRAME);
+        }
         let limit = this.fail_at.unwrap_or(this.end);
-        let len = (limit - this.pos).min(FRAME as u64) as usize;
+        let len = (limit - this.pos).min(frame as u64) as usize;
         let data = match &this.source {
             Source::Bytes(b) => {
                 let at = this.pos as usize;
