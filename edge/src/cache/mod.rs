@@ -182,7 +182,8 @@ impl Cache {
         let inner = &self.inner;
         let primary = key::primary(lookup.scheme, lookup.host, lookup.path_and_query);
         // A corrupt entry is dropped by `serve_stored`, which then yields `None`; the second
-        // pass finds no entry and fetches. Two passes always suffice.
+        // pass finds no entry and fetches. An entry replaced while being read also yields
+        // `None`, and the second pass finds the new one; past two, the origin answers.
         for _ in 0..2 {
             let Some(meta) = inner.find(&primary, lookup.headers) else {
                 if lookup.headers.contains_key(header::RANGE) {
@@ -267,7 +268,19 @@ impl Cache {
                 return served;
             }
         }
-        error_response(StatusCode::BAD_GATEWAY, "cache entry unusable").into_bypass()
+        // Twice an entry that could not be served (replaced by new versions as fast as it
+        // was found, or a sliced object whose slices changed at the origin): the client
+        // still gets an answer, straight from the origin (several ranges become one whole
+        // answer: never forwarded, as for a miss).
+        let mut req = origin_req();
+        if req
+            .headers
+            .get(header::RANGE)
+            .is_some_and(|r| r.as_bytes().contains(&b','))
+        {
+            req.headers.remove(header::RANGE);
+        }
+        Box::pin(inner.pass(req, upstream, "entry-unusable")).await
     }
 
     /// Drops every stored variant of `path_and_query` on the lookup's host (RFC 9111 4.4), for
@@ -1423,13 +1436,6 @@ fn not_modified(stored: &HeaderMap, age: Duration) -> Response<Body> {
     }
     set_age(response.headers_mut(), age);
     response
-}
-
-impl Served {
-    fn into_bypass(mut self) -> Self {
-        self.status.outcome = Some(Outcome::Bypass);
-        self
-    }
 }
 
 /// An error answered by the edge itself, with a plain-text body saying what happened.
