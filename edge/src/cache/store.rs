@@ -513,8 +513,12 @@ impl Store {
 
     async fn remove_index_entry(&self, key: &str) {
         let opts = cacache::RemoveOpts::new().remove_fully(true);
-        if let Err(e) = opts.remove(&self.dir, key).await {
-            tracing::warn!(%key, error = %e, "cannot remove cache index entry");
+        match opts.remove(&self.dir, key).await {
+            Ok(()) => {}
+            // Removed already (two removals of one key racing: a replaced entry and its
+            // eviction): what removing it was for.
+            Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(%key, error = %e, "cannot remove cache index entry"),
         }
     }
 
