@@ -245,7 +245,7 @@ impl Store {
             sri: sri.clone(),
             len: data.len() as u64,
         };
-        let _stripe = self.stripe(&sri).lock().await;
+        let stripe = self.stripe(&sri).lock().await;
         let present = {
             let mut index = self.lock();
             match index.chunks.get_mut(&sri) {
@@ -262,6 +262,9 @@ impl Store {
                 .blocking(move |dir| write_content(dir, &bytes, expect))
                 .await;
             if let Err(e) = written {
+                // Released first: making room deletes chunks, and a victim on this stripe
+                // would wait for it for ever (tokio's mutex is not reentrant).
+                drop(stripe);
                 self.write_failed(&e).await;
                 return Err(e);
             }
