@@ -807,6 +807,37 @@ mod tests {
         assert!(store.read_chunk(&meta.chunks[0], false).await.is_ok());
     }
 
+    /// A write that fails makes room by evicting; a victim chunk on the failed write's own
+    /// stripe once deadlocked the store (the stripe was still held).
+    #[tokio::test]
+    async fn a_failed_write_makes_room_without_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), limits(1 << 30)).await.unwrap();
+        let victim = put(&store, "old\0", &[b"the oldest entry"]).await;
+        put(&store, "new\0", &[b"a newer entry"]).await;
+        // Bytes whose chunk falls on the victim's stripe.
+        let stripe =
+            |data: &[u8]| std::ptr::from_ref(store.stripe(&Integrity::from(data))) as usize;
+        let target = std::ptr::from_ref(store.stripe(&victim.chunks[0].sri)) as usize;
+        let data = (0u32..)
+            .map(|n| format!("failing write {n}").into_bytes())
+            .find(|d| stripe(d) == target)
+            .unwrap();
+        // Writes fail: cacache's temporary directory is a file (root ignores permissions).
+        let tmp = dir.path().join("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::write(&tmp, b"not a directory").unwrap();
+        let written = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            store.write_chunk(Bytes::from(data), false),
+        )
+        .await
+        .expect("the failed write returns instead of waiting on its own stripe");
+        assert!(written.is_err());
+        assert!(store.write_failure().is_some());
+        assert!(store.get("old\0").is_none(), "the oldest entry made room");
+    }
+
     #[tokio::test]
     async fn corrupt_content_is_detected() {
         let dir = tempfile::tempdir().unwrap();
