@@ -521,8 +521,22 @@ impl Fill {
         }
     }
 
-    fn step(&self, pos: u64) -> Step {
-        let state = self.lock();
+    /// What `reader` gets at `pos`; records `pos` as where it is (it has taken everything
+    /// before), under the lock the step takes anyway, and wakes a passing fill waiting for
+    /// room when the reader moved.
+    fn step(&self, reader: u64, pos: u64) -> Step {
+        let (step, wake) = {
+            let mut state = self.lock();
+            let moved = state.positions.insert(reader, pos) != Some(pos);
+            (Self::step_in(&state, pos), moved && state.passing.is_some())
+        };
+        if wake {
+            self.progress.send_modify(|_| {});
+        }
+        step
+    }
+
+    fn step_in(state: &State, pos: u64) -> Step {
         let limit = state.held_from.unwrap_or(u64::MAX);
         if pos < state.written.min(limit) {
             let i = state.chunks.partition_point(|(start, _)| *start <= pos) - 1;
@@ -634,7 +648,7 @@ impl Reader {
                 return None;
             }
             self.rx.borrow_and_update();
-            let data = match self.fill.step(self.pos) {
+            let data = match self.fill.step(self.id, self.pos) {
                 Step::Data(bytes) => bytes,
                 Step::Read(chunk, skip, until) => {
                     let read = self.fill.store.read_chunk(&chunk, false);
@@ -655,15 +669,6 @@ impl Reader {
             };
             let data = data.slice(..data.len().min((self.end - self.pos) as usize));
             self.pos += data.len() as u64;
-            let passing = {
-                let mut state = self.fill.lock();
-                state.positions.insert(self.id, self.pos);
-                state.passing.is_some()
-            };
-            if passing {
-                // The fill may be waiting for room that this read made.
-                self.fill.progress.send_modify(|_| {});
-            }
             return Some(Ok(data));
         }
     }

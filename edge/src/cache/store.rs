@@ -301,13 +301,8 @@ impl Store {
     /// Stores `meta` (whose chunks the caller holds references on) under `meta.key`, replacing
     /// any previous entry, then evicts down to the disk budget.
     pub async fn commit(&self, meta: Meta) -> Result<Arc<Meta>, StoreError> {
-        let meta_ref = match self.write_meta(&meta).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.write_failed(&e).await;
-                return Err(e);
-            }
-        };
+        // A failed write is reported (and makes room) where it failed, once.
+        let meta_ref = self.write_meta(&meta).await?;
         let meta = Arc::new(meta);
         let released = {
             let mut index = self.lock();
@@ -447,6 +442,7 @@ impl Store {
             .await;
         if let Err(e) = inserted {
             self.release(std::slice::from_ref(&meta_ref)).await;
+            self.write_failed(&e).await;
             return Err(e);
         }
         Ok(meta_ref)
