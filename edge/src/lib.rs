@@ -13,6 +13,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod filter;
 pub mod frontend;
 pub mod headers;
 pub mod metrics;

@@ -7,10 +7,10 @@
 //! invalidation for unsafe methods). The response gets `Cache-Status` and `Via`, and its body is
 //! wrapped so the access-log line and byte metrics are written when the last byte leaves.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::body::{self, Body, BoxError};
 use crate::cache::budget::{ReadBudget, TotalBudget};
 use crate::cache::{self, Cache, Lookup, Served, Upstream};
 use crate::config::SchemePolicy;
+use crate::filter::{self, Chain, Filter, HealthState, KeyParts, LogRecord, RequestInfo, Verdict};
 use crate::headers::{self, CacheStatus, Outcome};
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginError};
@@ -84,17 +85,21 @@ pub struct ServiceSettings {
     pub body_memory_total: u64,
 }
 
+/// What a request runs on from its start to its end: the sites and the global filter chain.
+pub struct State {
+    pub sites: Sites,
+    pub chain: Chain,
+}
+
 /// The edge's request core.
 pub struct Service {
     settings: ServiceSettings,
-    sites: Sites,
+    state: Arc<State>,
     cache: Cache,
     upstream: Arc<dyn Upstream>,
     metrics: Arc<Metrics>,
-    draining: AtomicBool,
+    health: Arc<HealthState>,
     body_memory: TotalBudget,
-    /// This node's `Via` entry per response version, built once rather than per response.
-    via: Vec<(Version, HeaderValue)>,
 }
 
 impl Service {
@@ -109,25 +114,16 @@ impl Service {
             client: origin,
             metrics: metrics.clone(),
         });
-        let via = [
-            Version::HTTP_09,
-            Version::HTTP_10,
-            Version::HTTP_11,
-            Version::HTTP_2,
-            Version::HTTP_3,
-        ]
-        .into_iter()
-        .filter_map(|v| Some((v, headers::via_value(v, &settings.name)?)))
-        .collect();
+        let health = Arc::new(HealthState::new(cache.store().clone()));
+        let chain = Chain::new(global_filters(&settings, &health));
         Self {
-            via,
             body_memory: TotalBudget::new(settings.body_memory_total),
+            state: Arc::new(State { sites, chain }),
             settings,
-            sites,
             cache,
             upstream,
             metrics,
-            draining: AtomicBool::new(false),
+            health,
         }
     }
 
@@ -144,39 +140,54 @@ impl Service {
     /// Marks the edge as shutting down: the health endpoint answers 503 so that health
     /// checkers send clients elsewhere while in-flight requests finish.
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.health.start_draining();
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.health.is_draining()
+    }
+
+    /// The global filter chain's names, in order.
+    pub fn filters(&self) -> &[&'static str] {
+        self.state.chain.names()
     }
 
     /// Answers one request. Never fails: every problem becomes a response with a clear status.
     pub async fn handle(&self, ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
+        let state = self.state.clone();
         let (parts, req_body) = req.into_parts();
         let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let target = target::host(&parts).and_then(|host| {
             let path = target::path_and_query(raw_target)?;
             Ok((host, path))
         });
-        let mut served = match &target {
-            Ok((host, path)) => self.route(&ctx, &parts, host, path, req_body).await,
-            // A health probe needs no host.
-            Err(_) if parts.uri.path() == self.settings.health_path => self.health(),
-            Err(e) => cache::error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        let info = RequestInfo {
+            ctx: &ctx,
+            parts: &parts,
+            target: target.as_ref().map(|(h, p)| (h.as_str(), p.as_ref())),
         };
-        self.finish(ctx.protocol, &parts, &mut served);
+        let (mut served, site) = match (state.chain.on_request(&info), &target) {
+            (Verdict::Respond(served), _) => (served, None),
+            (Verdict::Continue, Ok((host, path))) => {
+                self.route(&state, &info, host, path, req_body).await
+            }
+            // Without the target-check filter, a target that cannot be routed is still refused.
+            (Verdict::Continue, Err(e)) => (
+                cache::error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+                None,
+            ),
+        };
+        self.finish(&state, &info, site.as_deref(), &mut served);
         let complete = http_body::Body::is_end_stream(served.response.body());
-        let access_log = self.settings.access_log;
+        let logs = state.chain.logs();
         let record = AccessRecord {
-            ctx,
             method: parts.method,
-            // Only the access log reads these: no allocations for them when it is off.
-            host: match (access_log, &target) {
+            // Only logging filters read these: no allocations for them when there are none.
+            host: match (logs, &target) {
                 (true, Ok((host, _))) => host.clone(),
                 _ => String::new(),
             },
-            path: match access_log {
+            path: match logs {
                 true => raw_target.to_owned(),
                 false => String::new(),
             },
@@ -186,7 +197,8 @@ impl Service {
             // An empty body may never be polled; it is complete from the start.
             complete,
             metrics: self.metrics.clone(),
-            access_log,
+            ctx,
+            state,
         };
         served.response.map(|body| {
             body::boxed(Observed {
@@ -200,33 +212,42 @@ impl Service {
     /// cache key and the origin request all come from them.
     async fn route(
         &self,
-        ctx: &RequestCtx,
-        parts: &http::request::Parts,
+        state: &State,
+        info: &RequestInfo<'_>,
+        host: &str,
+        path_and_query: &str,
+        req_body: Body,
+    ) -> (Served, Option<Arc<Site>>) {
+        let Some(site) = state.sites.find(host) else {
+            let refused = cache::error_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!("no site is configured for host {host:?}"),
+            );
+            return (refused, None);
+        };
+        let site = site.clone();
+        let verdict = match state.chain.on_site(info, &site) {
+            Verdict::Continue => site.filters.on_site(info, &site),
+            respond => respond,
+        };
+        if let Verdict::Respond(served) = verdict {
+            return (served, Some(site));
+        }
+        let served = self
+            .serve(state, info, &site, host, path_and_query, req_body)
+            .await;
+        (served, Some(site))
+    }
+
+    async fn serve(
+        &self,
+        state: &State,
+        info: &RequestInfo<'_>,
+        site: &Site,
         host: &str,
         path_and_query: &str,
         req_body: Body,
     ) -> Served {
-        if parts.uri.path() == self.settings.health_path {
-            return self.health();
-        }
-        let Some(site) = self.sites.find(host) else {
-            return cache::error_response(
-                StatusCode::MISDIRECTED_REQUEST,
-                &format!("no site is configured for host {host:?}"),
-            );
-        };
-        if parts.method == Method::CONNECT {
-            return cache::error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported: this is a reverse proxy",
-            );
-        }
-        if headers::via_contains(&parts.headers, &self.settings.name) {
-            return cache::error_response(
-                StatusCode::LOOP_DETECTED,
-                "request loop: this edge already appears in Via",
-            );
-        }
         let uri = match site.origin.join(path_and_query) {
             Ok(uri) => uri,
             Err(e) => {
@@ -237,20 +258,25 @@ impl Service {
             }
         };
         let scheme = match site.scheme {
-            SchemePolicy::Key => Some(if ctx.secure { "https" } else { "http" }),
+            SchemePolicy::Key => Some(if info.ctx.secure { "https" } else { "http" }),
             SchemePolicy::Shared => None,
         };
+        let mut key = KeyParts {
+            path_and_query: Cow::Borrowed(path_and_query),
+        };
+        state.chain.cache_key(info, site, &mut key);
+        site.filters.cache_key(info, site, &mut key);
         // Built only if the origin is needed: most requests are hits.
-        let origin_req = || self.origin_parts(ctx, site, host, parts, uri.clone());
+        let origin_req = || origin_parts(state, info, site, host, uri.clone());
         let lookup = Lookup {
-            method: &parts.method,
-            headers: &parts.headers,
+            method: &info.parts.method,
+            headers: &info.parts.headers,
             scheme,
             host,
-            path_and_query,
-            budget: &ctx.budget,
+            path_and_query: &key.path_and_query,
+            budget: &info.ctx.budget,
         };
-        if cache::policy::cacheable_method(&parts.method) {
+        if cache::policy::cacheable_method(&info.parts.method) {
             self.cache
                 .serve(&lookup, &origin_req, self.upstream.clone())
                 .await
@@ -308,103 +334,96 @@ impl Service {
         Served { response, status }
     }
 
-    fn origin_parts(
-        &self,
-        ctx: &RequestCtx,
-        site: &Site,
-        host: &str,
-        parts: &http::request::Parts,
-        uri: http::Uri,
-    ) -> http::request::Parts {
-        let mut headers = parts.headers.clone();
-        headers::strip_hop_by_hop(&mut headers);
-        // The edge answers 100-continue itself; the origin client does not speak it.
-        headers.remove(header::EXPECT);
-        // The origin sees exactly the host the request was routed and keyed by: never the
-        // client's Host header, which may differ from the authority that was used.
-        let host_value = match site.forward_host {
-            true => HeaderValue::from_str(host),
-            false => HeaderValue::from_str(site.origin.authority.as_str()),
-        };
-        headers.remove(header::HOST);
-        if let Ok(v) = host_value {
-            headers.insert(header::HOST, v);
-        }
-        headers::append_via(&mut headers, parts.version, &self.settings.name);
-        let proto = match site.scheme {
-            SchemePolicy::Key => Some(if ctx.secure { "https" } else { "http" }),
-            SchemePolicy::Shared => None,
-        };
-        headers::add_forwarded(&mut headers, ctx.peer.ip(), proto, host);
-        let (mut out, ()) = Request::new(()).into_parts();
-        out.method = parts.method.clone();
-        out.uri = uri;
-        out.version = Version::HTTP_11;
-        out.headers = headers;
-        out
-    }
-
-    fn health(&self) -> Served {
-        let (status, text) = self.health_report();
-        let mut response = Response::new(body::full(text));
-        *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        Served {
-            response,
-            status: CacheStatus {
-                outcome: Some(Outcome::Synthetic),
-                detail: Some("health"),
-                ..CacheStatus::default()
-            },
-        }
-    }
-
     /// What the health endpoints answer: 503 while draining, else 200 with what is degraded.
     pub fn health_report(&self) -> (StatusCode, String) {
-        match (self.is_draining(), self.cache.store().write_failure()) {
-            (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned()),
-            // Still 200: every request is served (misses pass through uncached), so health
-            // checkers keep sending clients; the body and the metrics say what is wrong.
-            (false, Some(failure)) => (
-                StatusCode::OK,
-                format!(
-                    "ok\ndegraded: cache store not writable ({}, {} s ago); misses are served uncached\n",
-                    failure.error,
-                    failure.ago.as_secs()
-                ),
-            ),
-            (false, None) => (StatusCode::OK, "ok\n".to_owned()),
-        }
+        self.health.report()
     }
 
     /// Adds the edge's own headers to whatever answered the request.
-    fn finish(&self, protocol: Protocol, parts: &http::request::Parts, served: &mut Served) {
+    fn finish(
+        &self,
+        state: &State,
+        info: &RequestInfo<'_>,
+        site: Option<&Site>,
+        served: &mut Served,
+    ) {
         let response = &mut served.response;
-        let version = response.version();
-        let h = response.headers_mut();
-        headers::strip_hop_by_hop(h);
-        if let Some((_, via)) = self.via.iter().find(|(v, _)| *v == version) {
-            h.append(header::VIA, via.clone());
-        }
+        headers::strip_hop_by_hop(response.headers_mut());
         let entry = served.status.render(&self.settings.name);
         if let Ok(v) = HeaderValue::from_str(&entry) {
-            h.append(HeaderName::from_static("cache-status"), v);
+            response
+                .headers_mut()
+                .append(HeaderName::from_static("cache-status"), v);
         }
-        if let Some(alt_svc) = &self.settings.alt_svc
-            && protocol != Protocol::H3
-        {
-            h.insert(header::ALT_SVC, alt_svc.clone());
+        state.chain.on_response(info, site, response);
+        if let Some(site) = site {
+            site.filters.on_response(info, Some(site), response);
         }
-        if parts.method == Method::HEAD {
+        if info.parts.method == Method::HEAD {
             // A HEAD answer never has a body (hyper's HTTP/2 would reset the stream).
             *response.body_mut() = body::empty();
         }
     }
+}
+
+/// The edge's own filters, in order: health first (a probe needs nothing else), then the
+/// request checks, then the headers of both sides, then the access log.
+fn global_filters(settings: &ServiceSettings, health: &Arc<HealthState>) -> Vec<Arc<dyn Filter>> {
+    let mut filters: Vec<Arc<dyn Filter>> = vec![
+        Arc::new(filter::Health {
+            path: settings.health_path.clone(),
+            state: health.clone(),
+        }),
+        Arc::new(filter::TargetCheck),
+        Arc::new(filter::ConnectRefused),
+        Arc::new(filter::LoopDetect {
+            name: settings.name.clone(),
+        }),
+        Arc::new(filter::Forwarded::new(&settings.name)),
+    ];
+    if let Some(value) = &settings.alt_svc {
+        filters.push(Arc::new(filter::AltSvc {
+            value: value.clone(),
+        }));
+    }
+    if settings.access_log {
+        filters.push(Arc::new(filter::AccessLog));
+    }
+    filters
+}
+
+/// The request to the origin: the client's, minus what is only for this hop, with the routed
+/// host, then whatever the filters' `upstream_request` phase adds.
+fn origin_parts(
+    state: &State,
+    info: &RequestInfo<'_>,
+    site: &Site,
+    host: &str,
+    uri: http::Uri,
+) -> http::request::Parts {
+    let parts = info.parts;
+    let mut headers = parts.headers.clone();
+    headers::strip_hop_by_hop(&mut headers);
+    // The edge answers 100-continue itself; the origin client does not speak it.
+    headers.remove(header::EXPECT);
+    // The origin sees exactly the host the request was routed and keyed by: never the
+    // client's Host header, which may differ from the authority that was used.
+    let host_value = match site.forward_host {
+        true => HeaderValue::from_str(host),
+        false => HeaderValue::from_str(site.origin.authority.as_str()),
+    };
+    headers.remove(header::HOST);
+    if let Ok(v) = host_value {
+        headers.insert(header::HOST, v);
+    }
+    let (mut out, ()) = Request::new(()).into_parts();
+    out.method = parts.method.clone();
+    out.uri = uri;
+    out.version = Version::HTTP_11;
+    out.headers = headers;
+    state.chain.upstream_request(info, site, &mut out);
+    site.filters.upstream_request(info, site, &mut out);
+    out
 }
 
 /// The origin client as the cache's upstream, with origin metrics.
@@ -474,8 +493,9 @@ impl http_body::Body for Counted {
     }
 }
 
-/// One access-log line and the per-request metrics, written when the response body ends or
-/// is dropped (client gone).
+/// The per-request metrics and the logging phase, run when the response body ends or is
+/// dropped (client gone). Holds the request's state, so the request ends on the state it
+/// started with.
 struct AccessRecord {
     ctx: RequestCtx,
     method: Method,
@@ -486,29 +506,23 @@ struct AccessRecord {
     bytes: u64,
     complete: bool,
     metrics: Arc<Metrics>,
-    access_log: bool,
+    state: Arc<State>,
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        let protocol = self.ctx.protocol.as_str();
         self.metrics
             .count_response(self.ctx.protocol, self.outcome, self.status, self.bytes);
-        if self.access_log {
-            tracing::info!(
-                target: "access",
-                method = %self.method,
-                host = %self.host,
-                path = %self.path,
-                status = self.status.as_u16(),
-                bytes = self.bytes,
-                cache = self.outcome.as_str(),
-                protocol,
-                duration_ms = self.ctx.start.elapsed().as_secs_f64() * 1000.0,
-                peer = %self.ctx.peer,
-                complete = self.complete,
-            );
-        }
+        self.state.chain.logging(&LogRecord {
+            ctx: &self.ctx,
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            status: self.status,
+            outcome: self.outcome,
+            bytes: self.bytes,
+            complete: self.complete,
+        });
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{SchemePolicy, SiteConfig};
+use crate::filter::Chain;
 use crate::origin::{OriginUrl, OriginUrlError};
 
 /// A configured site.
@@ -12,6 +13,8 @@ pub struct Site {
     pub origin: OriginUrl,
     pub forward_host: bool,
     pub scheme: SchemePolicy,
+    /// The site's own filters, run after the global ones in each phase.
+    pub filters: Chain,
 }
 
 /// Host name -> site routing table.
@@ -31,6 +34,7 @@ impl Sites {
                 origin: OriginUrl::parse(&config.origin)?,
                 forward_host: config.forward_host,
                 scheme: config.scheme,
+                filters: Chain::default(),
             });
             for host in &config.hosts {
                 let host = host.trim().trim_end_matches('.').to_ascii_lowercase();

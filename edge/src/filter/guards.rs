@@ -1,0 +1,296 @@
+//! The edge's built-in filters: the checks and headers every request gets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+
+use super::{Filter, LogRecord, Phases, RequestInfo, Verdict};
+use crate::body::{self, Body};
+use crate::cache::store::Store;
+use crate::cache::{self, Served};
+use crate::config::SchemePolicy;
+use crate::headers::{self, CacheStatus, Outcome};
+use crate::service::Protocol;
+use crate::sites::Site;
+
+/// Whether the edge takes traffic: draining (shutting down) or a store that cannot write.
+pub struct HealthState {
+    draining: AtomicBool,
+    store: Arc<Store>,
+}
+
+impl HealthState {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            store,
+        }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// What the health endpoints answer: 503 while draining, else 200 with what is degraded.
+    pub fn report(&self) -> (StatusCode, String) {
+        match (self.is_draining(), self.store.write_failure()) {
+            (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned()),
+            // Still 200: every request is served (misses pass through uncached), so health
+            // checkers keep sending clients; the body and the metrics say what is wrong.
+            (false, Some(failure)) => (
+                StatusCode::OK,
+                format!(
+                    "ok\ndegraded: cache store not writable ({}, {} s ago); misses are served uncached\n",
+                    failure.error,
+                    failure.ago.as_secs()
+                ),
+            ),
+            (false, None) => (StatusCode::OK, "ok\n".to_owned()),
+        }
+    }
+}
+
+/// Answers the health path on every host, before anything else (a probe needs no site).
+pub struct Health {
+    pub path: String,
+    pub state: Arc<HealthState>,
+}
+
+impl Filter for Health {
+    fn name(&self) -> &'static str {
+        "health"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            on_request: true,
+            ..Phases::default()
+        }
+    }
+
+    fn on_request(&self, req: &RequestInfo<'_>) -> Verdict {
+        if req.parts.uri.path() != self.path {
+            return Verdict::Continue;
+        }
+        let (status, text) = self.state.report();
+        let mut response = Response::new(body::full(text));
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Verdict::Respond(Served {
+            response,
+            status: CacheStatus {
+                outcome: Some(Outcome::Synthetic),
+                detail: Some("health"),
+                ..CacheStatus::default()
+            },
+        })
+    }
+}
+
+/// Refuses a request whose target did not normalise (RFC 9112 3.2, RFC 3986 5.2.4).
+pub struct TargetCheck;
+
+impl Filter for TargetCheck {
+    fn name(&self) -> &'static str {
+        "target-check"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            on_request: true,
+            ..Phases::default()
+        }
+    }
+
+    fn on_request(&self, req: &RequestInfo<'_>) -> Verdict {
+        match req.target {
+            Ok(_) => Verdict::Continue,
+            Err(e) => Verdict::Respond(cache::error_response(
+                StatusCode::BAD_REQUEST,
+                &e.to_string(),
+            )),
+        }
+    }
+}
+
+/// A reverse proxy does not tunnel.
+pub struct ConnectRefused;
+
+impl Filter for ConnectRefused {
+    fn name(&self) -> &'static str {
+        "connect-refused"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            on_site: true,
+            ..Phases::default()
+        }
+    }
+
+    fn on_site(&self, req: &RequestInfo<'_>, _site: &Site) -> Verdict {
+        match req.parts.method == Method::CONNECT {
+            true => Verdict::Respond(cache::error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: this is a reverse proxy",
+            )),
+            false => Verdict::Continue,
+        }
+    }
+}
+
+/// 508 when this edge already appears in the request's `Via` (a request loop).
+pub struct LoopDetect {
+    pub name: String,
+}
+
+impl Filter for LoopDetect {
+    fn name(&self) -> &'static str {
+        "loop-detect"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            on_site: true,
+            ..Phases::default()
+        }
+    }
+
+    fn on_site(&self, req: &RequestInfo<'_>, _site: &Site) -> Verdict {
+        match headers::via_contains(&req.parts.headers, &self.name) {
+            true => Verdict::Respond(cache::error_response(
+                StatusCode::LOOP_DETECTED,
+                "request loop: this edge already appears in Via",
+            )),
+            false => Verdict::Continue,
+        }
+    }
+}
+
+/// `Via` on both sides and `X-Forwarded-For/-Host/-Proto` to the origin.
+pub struct Forwarded {
+    name: String,
+    /// This node's `Via` entry per response version, built once rather than per response.
+    via: Vec<(Version, HeaderValue)>,
+}
+
+impl Forwarded {
+    pub fn new(name: &str) -> Self {
+        let via = [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ]
+        .into_iter()
+        .filter_map(|v| Some((v, headers::via_value(v, name)?)))
+        .collect();
+        Self {
+            name: name.to_owned(),
+            via,
+        }
+    }
+}
+
+impl Filter for Forwarded {
+    fn name(&self) -> &'static str {
+        "forwarded"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            upstream_request: true,
+            on_response: true,
+            ..Phases::default()
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        req: &RequestInfo<'_>,
+        site: &Site,
+        upstream: &mut http::request::Parts,
+    ) {
+        headers::append_via(&mut upstream.headers, req.parts.version, &self.name);
+        let proto = match site.scheme {
+            SchemePolicy::Key => Some(if req.ctx.secure { "https" } else { "http" }),
+            SchemePolicy::Shared => None,
+        };
+        let host = req.target.map(|(host, _)| host).unwrap_or_default();
+        headers::add_forwarded(&mut upstream.headers, req.ctx.peer.ip(), proto, host);
+    }
+
+    fn on_response(&self, _req: &RequestInfo<'_>, _: Option<&Site>, response: &mut Response<Body>) {
+        let version = response.version();
+        if let Some((_, via)) = self.via.iter().find(|(v, _)| *v == version) {
+            response.headers_mut().append(header::VIA, via.clone());
+        }
+    }
+}
+
+/// Advertises HTTP/3 on responses over TCP.
+pub struct AltSvc {
+    pub value: HeaderValue,
+}
+
+impl Filter for AltSvc {
+    fn name(&self) -> &'static str {
+        "alt-svc"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            on_response: true,
+            ..Phases::default()
+        }
+    }
+
+    fn on_response(&self, req: &RequestInfo<'_>, _: Option<&Site>, response: &mut Response<Body>) {
+        if req.ctx.protocol != Protocol::H3 {
+            response
+                .headers_mut()
+                .insert(header::ALT_SVC, self.value.clone());
+        }
+    }
+}
+
+/// One access-log line per request (target `access`), written when its response ends.
+pub struct AccessLog;
+
+impl Filter for AccessLog {
+    fn name(&self) -> &'static str {
+        "access-log"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            logging: true,
+            ..Phases::default()
+        }
+    }
+
+    fn logging(&self, r: &LogRecord<'_>) {
+        tracing::info!(
+            target: "access",
+            method = %r.method,
+            host = %r.host,
+            path = %r.path,
+            status = r.status.as_u16(),
+            bytes = r.bytes,
+            cache = r.outcome.as_str(),
+            protocol = r.ctx.protocol.as_str(),
+            duration_ms = r.ctx.start.elapsed().as_secs_f64() * 1000.0,
+            peer = %r.ctx.peer,
+            complete = r.complete,
+        );
+    }
+}
