@@ -24,6 +24,7 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     pub origin: OriginConfig,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
     /// Sites: which Host names are served, and from which origin.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
@@ -39,6 +40,7 @@ impl Default for EdgeConfig {
             cache: CacheConfig::default(),
             origin: OriginConfig::default(),
             log: LogConfig::default(),
+            reload: ReloadConfig::default(),
             sites: Vec::new(),
         }
     }
@@ -347,6 +349,81 @@ impl Default for LogConfig {
     }
 }
 
+/// Live reload: the config file is re-read on SIGHUP, on `edge reload` (`POST /reload` on the
+/// admin listener) and when it changes. What a reload applies: `site` (every site and its
+/// rules), `origin`, `log.access_log` and `reload`; any other changed key is reported as
+/// needing a restart ([`restart_needed`]) and keeps its running value.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// How often the config file is checked for a change (modification time, length, inode:
+    /// a file replaced by a rename counts); 0 turns file watching off.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        // One stat() per half second: a saved change is live within a second.
+        Self {
+            watch_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Config keys (and sections) that a reload applies; see [`ReloadConfig`].
+const RELOADABLE: [&str; 4] = ["site", "origin", "log.access_log", "reload"];
+
+/// The keys that differ between the running config and `new` and that only a restart applies
+/// (listeners, TLS, QUIC, `cache.dir`, `cache.slice_size`, ...), as `section.key`.
+pub fn restart_needed(running: &EdgeConfig, new: &EdgeConfig) -> Vec<String> {
+    fn diff(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (toml::Value::Table(a), toml::Value::Table(b)) => {
+                let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let path = match prefix {
+                        "" => k.clone(),
+                        p => format!("{p}.{k}"),
+                    };
+                    match (a.get(k), b.get(k)) {
+                        (Some(x), Some(y)) => diff(&path, x, y, out),
+                        _ => out.push(path),
+                    }
+                }
+            }
+            (a, b) if a != b => out.push(prefix.to_owned()),
+            _ => {}
+        }
+    }
+    let (Ok(a), Ok(b)) = (toml::Value::try_from(running), toml::Value::try_from(new)) else {
+        return vec!["(the configs cannot be compared)".into()];
+    };
+    let mut out = Vec::new();
+    diff("", &a, &b, &mut out);
+    out.retain(|k| {
+        !RELOADABLE
+            .iter()
+            .any(|r| k == r || k.strip_prefix(r).is_some_and(|rest| rest.starts_with('.')))
+    });
+    out
+}
+
+impl EdgeConfig {
+    /// `new` as a reload applies it on top of this running config: the reloadable keys from
+    /// `new`, the others as they run now.
+    pub fn reloaded_with(&self, new: &Self) -> Self {
+        let mut next = self.clone();
+        next.sites = new.sites.clone();
+        next.origin = new.origin.clone();
+        next.log.access_log = new.log.access_log;
+        next.reload = new.reload.clone();
+        next
+    }
+}
+
 /// One site: the Host names it answers for and the origin it pulls from.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -448,6 +525,35 @@ impl EdgeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keys_a_reload_cannot_apply_need_a_restart() {
+        let running = EdgeConfig::default();
+        let mut new = running.clone();
+        assert!(restart_needed(&running, &new).is_empty());
+        new.sites.push(SiteConfig {
+            hosts: vec!["a.test".into()],
+            origin: "http://127.0.0.1:1".into(),
+            forward_host: false,
+            scheme: SchemePolicy::Key,
+        });
+        new.origin.connect_timeout = Duration::from_secs(1);
+        new.log.access_log = false;
+        new.reload.watch_interval = Duration::ZERO;
+        assert!(restart_needed(&running, &new).is_empty());
+        new.listen.https = None;
+        new.cache.slice_size = ByteSize::mib(4);
+        new.log.filter = "debug".into();
+        assert_eq!(
+            restart_needed(&running, &new),
+            ["cache.slice_size", "listen.https", "log.filter"]
+        );
+        let applied = running.reloaded_with(&new);
+        assert_eq!(applied.sites, new.sites);
+        assert!(!applied.log.access_log);
+        assert_eq!(applied.listen, running.listen);
+        assert_eq!(applied.cache, running.cache);
+    }
 
     #[test]
     fn defaults_render_and_parse_back() {

@@ -18,6 +18,7 @@ pub mod frontend;
 pub mod headers;
 pub mod metrics;
 pub mod origin;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod sites;

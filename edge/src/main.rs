@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use edge::config::{EdgeConfig, SiteConfig};
+use edge::reload::ConfigSource;
 use edge::server::Edge;
 
 /// glibc's malloc trims and regrows the heap top under the churn of per-request futures
@@ -15,11 +16,13 @@ use edge::server::Edge;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// quicdn edge: an HTTP/3-first caching reverse proxy.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML config file (see `--print-config` for every key and its default).
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     config: Option<PathBuf>,
     /// Quick start: serve every host from this origin URL (http:// or https://).
     #[arg(long)]
@@ -30,8 +33,8 @@ struct Args {
     /// Override listen.http.
     #[arg(long)]
     listen_http: Option<SocketAddr>,
-    /// Override listen.admin.
-    #[arg(long)]
+    /// Override listen.admin (also where `reload` and `--check-config` reach a running edge).
+    #[arg(long, global = true)]
     admin: Option<SocketAddr>,
     /// Override cache.dir.
     #[arg(long)]
@@ -39,9 +42,17 @@ struct Args {
     /// Print the effective config as TOML and exit.
     #[arg(long)]
     print_config: bool,
-    /// Validate the config and exit.
+    /// Validate the config and exit; if an edge runs at the admin address, also list the
+    /// changed keys that a reload would not apply (they need a restart).
     #[arg(long)]
     check_config: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+enum Command {
+    /// Ask the running edge (at --admin, else the config's listen.admin) to reload its config
+    /// file; prints what it applied, or why it rejected the new config (exit status 1).
+    Reload,
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +67,23 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Reload) = args.command {
+        // With --admin, the config file is the running edge's to judge, even a broken one.
+        let config = match args.admin {
+            Some(admin) => {
+                let mut c = EdgeConfig::default();
+                c.listen.admin = Some(admin);
+                c
+            }
+            None => effective_config(&args)?,
+        };
+        return admin_call(&config, |addr| async move {
+            let (status, text) = edge::admin::request(addr, http::Method::POST, "/reload").await?;
+            print!("{text}");
+            anyhow::ensure!(status.is_success(), "the edge at {addr} answered {status}");
+            Ok(())
+        });
+    }
     let config = effective_config(&args)?;
     if args.print_config {
         print!("{}", shared::config::render(&config)?);
@@ -64,21 +92,62 @@ fn run() -> anyhow::Result<()> {
     config.validate()?;
     if args.check_config {
         println!("config OK");
-        return Ok(());
+        let checked = config.clone();
+        let admin_given = args.admin.is_some();
+        return admin_call(&checked, |addr| async move {
+            match edge::admin::request(addr, http::Method::GET, "/config").await {
+                Ok((status, text)) if status.is_success() => {
+                    let running: EdgeConfig = toml::from_str(&text)
+                        .context("the running edge's /config does not parse")?;
+                    // --admin only says where the edge is: not a change to report.
+                    let mut compared = config.clone();
+                    if admin_given {
+                        compared.listen.admin = running.listen.admin;
+                    }
+                    let restart = edge::config::restart_needed(&running, &compared);
+                    match restart.is_empty() {
+                        true => println!("a reload of the edge at {addr} applies every change"),
+                        false => println!(
+                            "changed keys that need a restart of the edge at {addr} (a reload keeps their running values): {}",
+                            restart.join(", ")
+                        ),
+                    }
+                }
+                _ => println!("no running edge answers at {addr}: nothing to compare with"),
+            }
+            Ok(())
+        });
     }
     let _log = shared::telemetry::init(&config.log.filter, config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let source_args = args.clone();
+    let source = ConfigSource::new(args.config.clone(), move || effective_config(&source_args));
     runtime.block_on(async {
-        let edge = Edge::start(config).await?;
+        let edge = Edge::start_with(config, Some(source)).await?;
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         edge.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Runs `call` with the admin address of the running edge, on a small runtime.
+fn admin_call<F, Fut>(config: &EdgeConfig, call: F) -> anyhow::Result<()>
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let Some(addr) = config.listen.admin else {
+        anyhow::bail!("no admin address: give --admin or set listen.admin");
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(call(addr))
 }
 
 fn effective_config(args: &Args) -> anyhow::Result<EdgeConfig> {

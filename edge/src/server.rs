@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use shared::reload::{Reloader, Trigger};
 use shared::tls::{DevCertificate, TlsMaterial};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,6 +18,7 @@ use crate::demo::DemoOrigin;
 use crate::frontend::tcp::{self, TcpLimits};
 use crate::metrics::Metrics;
 use crate::origin::OriginClient;
+use crate::reload::{ConfigSource, EdgeReload};
 use crate::service::{Service, ServiceSettings};
 use crate::sites::Sites;
 
@@ -31,6 +33,7 @@ pub struct RunningEdge {
     admin: Option<SocketAddr>,
     certificate: Option<TlsMaterial>,
     service: Arc<Service>,
+    reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _demo: Option<DemoOrigin>,
@@ -38,7 +41,16 @@ pub struct RunningEdge {
 
 impl Edge {
     /// Validates `config`, opens the store, binds every listener and starts serving.
-    pub async fn start(mut config: EdgeConfig) -> anyhow::Result<RunningEdge> {
+    pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
+        Self::start_with(config, None).await
+    }
+
+    /// As [`Edge::start`]; reloads (SIGHUP, a change of the config file, `POST /reload`)
+    /// read the config again from `source`.
+    pub async fn start_with(
+        mut config: EdgeConfig,
+        source: Option<ConfigSource>,
+    ) -> anyhow::Result<RunningEdge> {
         config.validate()?;
         let demo = if config.sites.is_empty() {
             let demo = DemoOrigin::start(([127, 0, 0, 1], 0).into())
@@ -99,8 +111,16 @@ impl Edge {
             _ => None,
         };
         let service = Arc::new(build_service(&config, alt_svc).await?);
+        let demo_site = demo.as_ref().map(|_| config.sites[0].clone());
+        let reload = Arc::new(EdgeReload::new(
+            service.clone(),
+            source,
+            config.clone(),
+            demo_site,
+        ));
+        let reloader = Reloader::new(reload.clone());
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(reloader.clone().watch(stopped.clone()))];
         let per_ip = crate::frontend::limits::PerIp::new(config.listen.max_connections_per_ip);
         let limits = TcpLimits {
             max_connections: config.listen.max_connections,
@@ -157,6 +177,8 @@ impl Edge {
             tasks.push(tokio::spawn(crate::admin::serve(
                 listener,
                 service.clone(),
+                reload.clone(),
+                reloader.clone(),
                 stopped.clone(),
             )));
         }
@@ -179,6 +201,7 @@ impl Edge {
             admin,
             certificate,
             service,
+            reloader,
             stop,
             tasks,
             _demo: demo,
@@ -211,6 +234,11 @@ impl RunningEdge {
 
     pub fn service(&self) -> &Arc<Service> {
         &self.service
+    }
+
+    /// Reads the config again and applies it, as SIGHUP and `POST /reload` do.
+    pub async fn reload(&self) -> anyhow::Result<String> {
+        self.reloader.reload(Trigger::Request).await
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::{self, HeaderName, HeaderValue};
@@ -85,18 +86,20 @@ pub struct ServiceSettings {
     pub body_memory_total: u64,
 }
 
-/// What a request runs on from its start to its end: the sites and the global filter chain.
+/// What a request runs on from its start to its end: the sites, the global filter chain and
+/// the origin client. Swapped whole on reload ([`Service::swap_state`]); a request holds the
+/// one it started with until its response body has ended.
 pub struct State {
     pub sites: Sites,
     pub chain: Chain,
+    upstream: Arc<dyn Upstream>,
 }
 
 /// The edge's request core.
 pub struct Service {
     settings: ServiceSettings,
-    state: Arc<State>,
+    state: ArcSwap<State>,
     cache: Cache,
-    upstream: Arc<dyn Upstream>,
     metrics: Arc<Metrics>,
     health: Arc<HealthState>,
     body_memory: TotalBudget,
@@ -110,21 +113,46 @@ impl Service {
         origin: OriginClient,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let upstream = Arc::new(OriginUpstream {
-            client: origin,
-            metrics: metrics.clone(),
-        });
         let health = Arc::new(HealthState::new(cache.store().clone()));
-        let chain = Chain::new(global_filters(&settings, &health));
-        Self {
+        let mut service = Self {
             body_memory: TotalBudget::new(settings.body_memory_total),
-            state: Arc::new(State { sites, chain }),
+            state: ArcSwap::from_pointee(State {
+                sites: Sites::default(),
+                chain: Chain::default(),
+                upstream: Arc::new(OriginUpstream {
+                    client: origin.clone(),
+                    metrics: metrics.clone(),
+                }),
+            }),
             settings,
             cache,
-            upstream,
             metrics,
             health,
+        };
+        let access_log = service.settings.access_log;
+        service.state = ArcSwap::from_pointee(service.state_for(sites, origin, access_log));
+        service
+    }
+
+    /// A state for these sites and origin client with this service's fixed settings.
+    pub fn state_for(&self, sites: Sites, origin: OriginClient, access_log: bool) -> State {
+        let settings = ServiceSettings {
+            access_log,
+            ..self.settings.clone()
+        };
+        State {
+            sites,
+            chain: Chain::new(global_filters(&settings, &self.health)),
+            upstream: Arc::new(OriginUpstream {
+                client: origin,
+                metrics: self.metrics.clone(),
+            }),
         }
+    }
+
+    /// Makes `state` the one new requests start on; requests under way finish on theirs.
+    pub fn swap_state(&self, state: State) {
+        self.state.store(Arc::new(state));
     }
 
     /// The budget of one more connection's responses (a front-end calls it per connection).
@@ -148,13 +176,13 @@ impl Service {
     }
 
     /// The global filter chain's names, in order.
-    pub fn filters(&self) -> &[&'static str] {
-        self.state.chain.names()
+    pub fn filters(&self) -> Vec<&'static str> {
+        self.state.load().chain.names().to_vec()
     }
 
     /// Answers one request. Never fails: every problem becomes a response with a clear status.
     pub async fn handle(&self, ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
-        let state = self.state.clone();
+        let state = self.state.load_full();
         let (parts, req_body) = req.into_parts();
         let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let target = target::host(&parts).and_then(|host| {
@@ -278,11 +306,11 @@ impl Service {
         };
         if cache::policy::cacheable_method(&info.parts.method) {
             self.cache
-                .serve(&lookup, &origin_req, self.upstream.clone())
+                .serve(&lookup, &origin_req, state.upstream.clone())
                 .await
         } else {
             // Boxed: keeps the origin client's state out of every cache hit's future.
-            Box::pin(self.forward(&lookup, origin_req(), req_body)).await
+            Box::pin(self.forward(&state.upstream, &lookup, origin_req(), req_body)).await
         }
     }
 
@@ -290,13 +318,13 @@ impl Service {
     /// 4.4 invalidation on success.
     async fn forward(
         &self,
+        upstream: &Arc<dyn Upstream>,
         lookup: &Lookup<'_>,
         origin_req: http::request::Parts,
         req_body: Body,
     ) -> Served {
         let method = origin_req.method.clone();
-        let response = match self
-            .upstream
+        let response = match upstream
             .fetch(Request::from_parts(
                 origin_req,
                 crate::origin::client_body(req_body),

@@ -16,6 +16,7 @@ use hickory_proto::rr::{LowerName, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use shared::reload::{Reload, ReloadFuture, Reloader, Trigger};
 use tokio::sync::{Mutex, watch};
 
 use crate::badinput::BadInputLog;
@@ -428,7 +429,7 @@ impl RunningGeoDns {
 
     /// Re-reads the config file (when started from one) and the databases.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        self.reloader.reload().await
+        self.reloader.reload(Trigger::Request).await.map(drop)
     }
 
     pub async fn shutdown(self) {
@@ -481,13 +482,13 @@ pub async fn start(
         }),
     ));
     let checker = Checker::start(&config.pops, &config.health, health.clone())?;
-    let reloader = Arc::new(Reloader {
+    let reloader = Reloader::new(Arc::new(GeoReload {
         path: config_path,
         state: state.clone(),
         health: health.clone(),
         checker: Mutex::new(checker),
         metrics: metrics.clone(),
-    });
+    }));
 
     let (sockets, tcp) = bind_dns(config.listen.dns, config.listen.udp_threads).await?;
     let dns = sockets[0].local_addr()?;
@@ -541,6 +542,7 @@ pub async fn start(
                     "/health" => shared::admin::AdminResponse::text(http::StatusCode::OK, "ok\n"),
                     _ => shared::admin::AdminResponse::not_found(),
                 },
+                Some(reloader.clone()),
                 stopped.clone(),
             )));
             Some(local)
@@ -613,8 +615,9 @@ async fn report_bad_input(
     handler.bad_input.flush();
 }
 
-/// Reloads the config and databases on SIGHUP and when their files change.
-struct Reloader {
+/// The config and databases, reloaded through [`shared::reload`] (SIGHUP, a change of the
+/// config or a database file, `POST /reload` on the admin listener).
+struct GeoReload {
     path: Option<PathBuf>,
     state: Arc<ArcSwap<State>>,
     health: Health,
@@ -622,26 +625,40 @@ struct Reloader {
     metrics: Arc<Metrics>,
 }
 
-impl Reloader {
-    async fn reload(&self) -> anyhow::Result<()> {
-        let config = match &self.path {
-            Some(path) => GeoDnsConfig::load(path)?,
-            None => self.state.load().config.clone(),
-        };
-        let result = self.apply(config).await;
-        match &result {
-            Ok(()) => {
-                self.metrics.reloads.inc();
-                tracing::info!("configuration and databases reloaded");
-            }
-            Err(e) => {
-                self.metrics.reload_errors.inc();
-                tracing::error!(error = %format!("{e:#}"), "reload rejected; the previous configuration stays in use");
-            }
-        }
-        result
+impl Reload for GeoReload {
+    fn reload(&self) -> ReloadFuture<'_> {
+        Box::pin(async move {
+            let config = match &self.path {
+                Some(path) => GeoDnsConfig::load(path),
+                None => Ok(self.state.load().config.clone()),
+            };
+            let result = match config {
+                Ok(config) => self.apply(config).await,
+                Err(e) => Err(e.into()),
+            };
+            match &result {
+                Ok(()) => self.metrics.reloads.inc(),
+                Err(_) => self.metrics.reload_errors.inc(),
+            };
+            result.map(|()| "config and databases".to_owned())
+        })
     }
 
+    fn watched_files(&self) -> Vec<PathBuf> {
+        let state = self.state.load();
+        self.path
+            .iter()
+            .chain(state.config.geoip.databases.iter())
+            .cloned()
+            .collect()
+    }
+
+    fn watch_interval(&self) -> Duration {
+        self.state.load().config.geoip.watch_interval
+    }
+}
+
+impl GeoReload {
     async fn apply(&self, config: GeoDnsConfig) -> anyhow::Result<()> {
         // Built off the query path; queries keep using the old state until the swap.
         let next = tokio::task::spawn_blocking(move || State::build(config)).await??;
@@ -655,55 +672,5 @@ impl Reloader {
         self.state.store(Arc::new(next));
         *self.checker.lock().await = checker;
         Ok(())
-    }
-
-    /// Files whose change triggers a reload, with their modification times.
-    fn stamps(&self) -> Vec<Option<SystemTime>> {
-        let state = self.state.load();
-        self.path
-            .iter()
-            .chain(state.config.geoip.databases.iter())
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .collect()
-    }
-
-    async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP");
-                None
-            }
-        };
-        let interval = self.state.load().config.geoip.watch_interval;
-        let poll = if interval.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            interval
-        };
-        let mut stamps = self.stamps();
-        loop {
-            let event = tokio::select! {
-                _ = stop.wait_for(|s| *s) => None,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Some(true),
-                _ = tokio::time::sleep(poll), if !interval.is_zero() => Some(false),
-            };
-            match event {
-                None => return,
-                Some(true) => {
-                    tracing::info!("SIGHUP: reloading");
-                    let _ = self.reload().await;
-                    stamps = self.stamps();
-                }
-                Some(false) => {
-                    let now = self.stamps();
-                    if now != stamps {
-                        tracing::info!("a config or database file changed: reloading");
-                        let _ = self.reload().await;
-                        stamps = self.stamps();
-                    }
-                }
-            }
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 admin listener (`/metrics`, `/health`): each binary supplies the answers.
+//! A small HTTP/1.1 admin listener (`/metrics`, `/health`, `POST /reload`): each binary
+//! supplies the answers and, if it reloads, its [`Reloader`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::reload::{Reloader, Trigger};
 
 /// One admin answer.
 #[derive(Debug, Clone)]
@@ -44,9 +47,14 @@ impl AdminResponse {
     }
 }
 
-/// Serves `answer(path)` for every request until `shutdown` turns true.
-pub async fn serve<F>(listener: TcpListener, answer: F, mut shutdown: watch::Receiver<bool>)
-where
+/// Serves `answer(path)` for every request until `shutdown` turns true; `POST /reload` runs
+/// `reloader` (200 with its summary, 422 with the reason the new config was rejected).
+pub async fn serve<F>(
+    listener: TcpListener,
+    answer: F,
+    reloader: Option<Arc<Reloader>>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     F: Fn(&str) -> AdminResponse + Send + Sync + 'static,
 {
     let answer = Arc::new(answer);
@@ -59,11 +67,36 @@ where
             },
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let (answer, builder) = (answer.clone(), builder.clone());
+        let (answer, builder, reloader) = (answer.clone(), builder.clone(), reloader.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let a = answer(req.uri().path());
-                async move { Ok::<_, Infallible>(to_response(a)) }
+                let reload = match (req.uri().path(), &reloader) {
+                    ("/reload", Some(r)) => Some((req.method() == http::Method::POST, r.clone())),
+                    _ => None,
+                };
+                let a = reload.is_none().then(|| answer(req.uri().path()));
+                async move {
+                    let a = match (a, reload) {
+                        (Some(a), _) => a,
+                        (None, Some((true, r))) => match r.reload(Trigger::Request).await {
+                            Ok(summary) => AdminResponse::text(
+                                StatusCode::OK,
+                                format!("reloaded: {summary}\n"),
+                            ),
+                            Err(e) => AdminResponse::text(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                format!(
+                                    "reload rejected, the running configuration stays in use: {e:#}\n"
+                                ),
+                            ),
+                        },
+                        (None, _) => AdminResponse::text(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "reload: use POST\n",
+                        ),
+                    };
+                    Ok::<_, Infallible>(to_response(a))
+                }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)

@@ -13,4 +13,5 @@ mod hardening;
 mod media;
 mod process;
 mod ranges;
+mod reload;
 mod robustness;
