@@ -65,6 +65,15 @@ fn edge_reload(admin: std::net::SocketAddr) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// SIGHUP to the edge we started, by its PID.
+fn hangup(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[derive(Clone, Copy, Debug)]
 enum How {
     Signal,
@@ -161,32 +170,14 @@ async fn twenty_reloads_under_load_drop_no_request() {
         write_config(&path, &config);
         let changed = Instant::now();
         match how {
-            How::Signal => {
-                let pid = edge.pid().to_string();
-                assert!(
-                    Command::new("kill")
-                        .args(["-HUP", &pid])
-                        .status()
-                        .unwrap()
-                        .success()
-                );
-            }
+            How::Signal => hangup(edge.pid()),
             How::Command => {
                 let (success, text) = edge_reload(edge.admin);
                 assert!(success, "edge reload: {text}");
                 assert!(text.contains("reloaded"), "{text}");
             }
             // The first file change turns watching on: SIGHUP applies that one.
-            How::File if i == 14 => {
-                let pid = edge.pid().to_string();
-                assert!(
-                    Command::new("kill")
-                        .args(["-HUP", &pid])
-                        .status()
-                        .unwrap()
-                        .success()
-                );
-            }
+            How::File if i == 14 => hangup(edge.pid()),
             How::File => {}
         }
         let host: &'static str = Box::leak(format!("site{i}.test").into_boxed_str());
