@@ -513,13 +513,13 @@ impl Inner {
         };
         let want = range::slice_range(index, size, total);
         let bytes = read_exact(body, want.len()).await?;
-        let object = self
-            .store
+        // The slice before the head: a request that finds the head must find this slice too,
+        // or it would fetch the slice again (a second origin request for one range miss).
+        self.store_slice(&object, index, bytes).await;
+        self.store
             .commit(object)
             .await
-            .map_err(|e| SliceError::Store(e.to_string().into()))?;
-        self.store_slice(&object, index, bytes).await;
-        Ok(object)
+            .map_err(|e| SliceError::Store(e.to_string().into()))
     }
 }
 
