@@ -55,7 +55,8 @@ pub struct ListenConfig {
     pub https: Option<SocketAddr>,
     /// Plain-text HTTP/1.1 (and prior-knowledge HTTP/2) listener.
     pub http: Option<SocketAddr>,
-    /// Admin listener: `/metrics` and `/health`. Loopback by default: metrics are not public.
+    /// Admin listener: `/metrics`, `/health`, `/config`, `POST /reload`. Loopback by default:
+    /// metrics are not public, and a reload is for the operator.
     pub admin: Option<SocketAddr>,
     /// Path answered by the edge itself on the public listeners, whatever the Host, so health
     /// checkers (geodns) can probe the POP the way clients reach it.

@@ -23,3 +23,4 @@ pub mod server;
 pub mod service;
 pub mod sites;
 pub mod target;
+pub mod upstream;

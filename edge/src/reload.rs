@@ -12,7 +12,6 @@ use shared::reload::{Reload, ReloadFuture};
 use crate::config::{self, EdgeConfig, SiteConfig};
 use crate::origin::OriginClient;
 use crate::service::Service;
-use crate::sites::Sites;
 
 /// Where the config comes from: the file (watched for changes) and how the command line
 /// adjusts it, so a reload sees what a restart would.
@@ -82,11 +81,12 @@ impl EdgeReload {
                 ),
             }
         }
-        let sites = Sites::new(&new.sites)?;
         let origin = OriginClient::new(&new.origin)?;
         let running = self.running();
         let restart = config::restart_needed(&running, &new);
-        let state = self.service.state_for(sites, origin, new.log.access_log);
+        let state = self
+            .service
+            .state_for(&new.sites, &origin, new.log.access_log)?;
         self.service.swap_state(state);
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = running.reloaded_with(&new);
         let mut summary = format!("{} site(s)", new.sites.len());

@@ -20,7 +20,6 @@ use crate::metrics::Metrics;
 use crate::origin::OriginClient;
 use crate::reload::{ConfigSource, EdgeReload};
 use crate::service::{Service, ServiceSettings};
-use crate::sites::Sites;
 
 /// Entry point of the edge.
 pub struct Edge;
@@ -286,7 +285,6 @@ async fn build_service(
     };
     let cache = Cache::new(store, policy, limits, counters);
     let origin = OriginClient::new(&config.origin)?;
-    let sites = Sites::new(&config.sites)?;
     let settings = ServiceSettings {
         name: config.name.clone(),
         health_path: config.listen.health_path.clone(),
@@ -295,7 +293,13 @@ async fn build_service(
         body_memory_per_connection: config.listen.body_memory_per_connection.as_u64(),
         body_memory_total: config.listen.body_memory_total.as_u64(),
     };
-    Ok(Service::new(settings, sites, cache, origin, metrics))
+    Ok(Service::new(
+        settings,
+        &config.sites,
+        cache,
+        origin,
+        metrics,
+    )?)
 }
 
 fn tls_material(config: &EdgeConfig) -> anyhow::Result<TlsMaterial> {

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
@@ -25,12 +24,14 @@ use crate::body::{self, Body, BoxError};
 use crate::cache::budget::{ReadBudget, TotalBudget};
 use crate::cache::{self, Cache, Lookup, Served, Upstream};
 use crate::config::SchemePolicy;
+use crate::config::SiteConfig;
 use crate::filter::{self, Chain, Filter, HealthState, KeyParts, LogRecord, RequestInfo, Verdict};
 use crate::headers::{self, CacheStatus, Outcome};
 use crate::metrics::Metrics;
-use crate::origin::{OriginClient, OriginError};
+use crate::origin::{OriginClient, OriginUrlError};
 use crate::sites::{Site, Sites};
 use crate::target;
+use crate::upstream::OriginUpstream;
 
 /// The protocol a request arrived over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +91,9 @@ pub struct ServiceSettings {
 /// the origin client. Swapped whole on reload ([`Service::swap_state`]); a request holds the
 /// one it started with until its response body has ended.
 pub struct State {
+    /// Each with its upstream (the origin client lives in them).
     pub sites: Sites,
     pub chain: Chain,
-    upstream: Arc<dyn Upstream>,
 }
 
 /// The edge's request core.
@@ -108,21 +109,17 @@ pub struct Service {
 impl Service {
     pub fn new(
         settings: ServiceSettings,
-        sites: Sites,
+        sites: &[SiteConfig],
         cache: Cache,
         origin: OriginClient,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> Result<Self, OriginUrlError> {
         let health = Arc::new(HealthState::new(cache.store().clone()));
         let mut service = Self {
             body_memory: TotalBudget::new(settings.body_memory_total),
             state: ArcSwap::from_pointee(State {
                 sites: Sites::default(),
                 chain: Chain::default(),
-                upstream: Arc::new(OriginUpstream {
-                    client: origin.clone(),
-                    metrics: metrics.clone(),
-                }),
             }),
             settings,
             cache,
@@ -130,24 +127,35 @@ impl Service {
             health,
         };
         let access_log = service.settings.access_log;
-        service.state = ArcSwap::from_pointee(service.state_for(sites, origin, access_log));
-        service
+        let state = service.state_for(sites, &origin, access_log)?;
+        service.state = ArcSwap::from_pointee(state);
+        Ok(service)
     }
 
-    /// A state for these sites and origin client with this service's fixed settings.
-    pub fn state_for(&self, sites: Sites, origin: OriginClient, access_log: bool) -> State {
+    /// A state for these sites, their upstreams on `origin`, and this service's fixed
+    /// settings.
+    pub fn state_for(
+        &self,
+        sites: &[SiteConfig],
+        origin: &OriginClient,
+        access_log: bool,
+    ) -> Result<State, OriginUrlError> {
         let settings = ServiceSettings {
             access_log,
             ..self.settings.clone()
         };
-        State {
+        let sites = Sites::new(sites, |config, url| {
+            Arc::new(OriginUpstream {
+                origin: url.clone(),
+                forward_host: config.forward_host,
+                client: origin.clone(),
+                metrics: self.metrics.clone(),
+            }) as Arc<dyn Upstream>
+        })?;
+        Ok(State {
             sites,
             chain: Chain::new(global_filters(&settings, &self.health)),
-            upstream: Arc::new(OriginUpstream {
-                client: origin,
-                metrics: self.metrics.clone(),
-            }),
-        }
+        })
     }
 
     /// Makes `state` the one new requests start on; requests under way finish on theirs.
@@ -276,15 +284,6 @@ impl Service {
         path_and_query: &str,
         req_body: Body,
     ) -> Served {
-        let uri = match site.origin.join(path_and_query) {
-            Ok(uri) => uri,
-            Err(e) => {
-                return cache::error_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("cannot map the request to the origin: {e}"),
-                );
-            }
-        };
         let scheme = match site.scheme {
             SchemePolicy::Key => Some(if info.ctx.secure { "https" } else { "http" }),
             SchemePolicy::Shared => None,
@@ -295,7 +294,7 @@ impl Service {
         state.chain.cache_key(info, site, &mut key);
         site.filters.cache_key(info, site, &mut key);
         // Built only if the origin is needed: most requests are hits.
-        let origin_req = || origin_parts(state, info, site, host, uri.clone());
+        let origin_req = || origin_parts(state, info, site, scheme, host, path_and_query);
         let lookup = Lookup {
             method: &info.parts.method,
             headers: &info.parts.headers,
@@ -306,11 +305,11 @@ impl Service {
         };
         if cache::policy::cacheable_method(&info.parts.method) {
             self.cache
-                .serve(&lookup, &origin_req, state.upstream.clone())
+                .serve(&lookup, &origin_req, site.upstream.clone())
                 .await
         } else {
             // Boxed: keeps the origin client's state out of every cache hit's future.
-            Box::pin(self.forward(&state.upstream, &lookup, origin_req(), req_body)).await
+            Box::pin(self.forward(&site.upstream, &lookup, origin_req(), req_body)).await
         }
     }
 
@@ -420,105 +419,41 @@ fn global_filters(settings: &ServiceSettings, health: &Arc<HealthState>) -> Vec<
     filters
 }
 
-/// The request to the origin: the client's, minus what is only for this hop, with the routed
-/// host, then whatever the filters' `upstream_request` phase adds.
+/// The request for the site's upstream: the client's, minus what is only for this hop, with
+/// the normalised target (the host it was routed and keyed by as `Host`, never a second one
+/// the client sent), then whatever the filters' `upstream_request` phase adds. The upstream
+/// maps it onto its origin ([`crate::upstream::OriginUpstream`]).
 fn origin_parts(
     state: &State,
     info: &RequestInfo<'_>,
     site: &Site,
+    scheme: Option<&str>,
     host: &str,
-    uri: http::Uri,
+    path_and_query: &str,
 ) -> http::request::Parts {
     let parts = info.parts;
     let mut headers = parts.headers.clone();
     headers::strip_hop_by_hop(&mut headers);
     // The edge answers 100-continue itself; the origin client does not speak it.
     headers.remove(header::EXPECT);
-    // The origin sees exactly the host the request was routed and keyed by: never the
-    // client's Host header, which may differ from the authority that was used.
-    let host_value = match site.forward_host {
-        true => HeaderValue::from_str(host),
-        false => HeaderValue::from_str(site.origin.authority.as_str()),
-    };
     headers.remove(header::HOST);
-    if let Ok(v) = host_value {
+    if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(header::HOST, v);
     }
     let (mut out, ()) = Request::new(()).into_parts();
     out.method = parts.method.clone();
-    out.uri = uri;
+    // The client's target as an absolute URI: what an upstream needs to know the request by.
+    out.uri = http::Uri::builder()
+        .scheme(scheme.unwrap_or("http"))
+        .authority(host)
+        .path_and_query(path_and_query)
+        .build()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
     out.version = Version::HTTP_11;
     out.headers = headers;
     state.chain.upstream_request(info, site, &mut out);
     site.filters.upstream_request(info, site, &mut out);
     out
-}
-
-/// The origin client as the cache's upstream, with origin metrics.
-struct OriginUpstream {
-    client: OriginClient,
-    metrics: Arc<Metrics>,
-}
-
-impl Upstream for OriginUpstream {
-    fn fetch(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, OriginError>> {
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let start = Instant::now();
-            match client.send(req).await {
-                Ok(response) => {
-                    metrics
-                        .origin_latency
-                        .observe(start.elapsed().as_secs_f64());
-                    let counter = metrics.origin_bytes.clone();
-                    Ok(response.map(|b| body::boxed(Counted { inner: b, counter })))
-                }
-                Err(e) => {
-                    if e.is_origin_fault() {
-                        metrics.origin_errors.inc();
-                    }
-                    Err(e)
-                }
-            }
-        })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Counts data bytes into a Prometheus counter as they pass.
-    struct Counted {
-        #[pin]
-        inner: Body,
-        counter: prometheus_client::metrics::counter::Counter,
-    }
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.counter.inc_by(data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// The per-request metrics and the logging phase, run when the response body ends or is

@@ -3,22 +3,36 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::cache::Upstream;
 use crate::config::{SchemePolicy, SiteConfig};
 use crate::filter::Chain;
 use crate::origin::{OriginUrl, OriginUrlError};
 
 /// A configured site.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Site {
     pub origin: OriginUrl,
     pub forward_host: bool,
     pub scheme: SchemePolicy,
     /// The site's own filters, run after the global ones in each phase.
     pub filters: Chain,
+    /// Where its misses go.
+    pub upstream: Arc<dyn Upstream>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("origin", &self.origin)
+            .field("forward_host", &self.forward_host)
+            .field("scheme", &self.scheme)
+            .field("filters", &self.filters)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Host name -> site routing table.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Sites {
     exact: HashMap<String, Arc<Site>>,
     /// (".example.com", site), longest suffix first.
@@ -27,11 +41,17 @@ pub struct Sites {
 }
 
 impl Sites {
-    pub fn new(configs: &[SiteConfig]) -> Result<Self, OriginUrlError> {
+    /// The sites of `configs`, each with the upstream `upstream` makes for it.
+    pub fn new(
+        configs: &[SiteConfig],
+        upstream: impl Fn(&SiteConfig, &OriginUrl) -> Arc<dyn Upstream>,
+    ) -> Result<Self, OriginUrlError> {
         let mut sites = Self::default();
         for config in configs {
+            let origin = OriginUrl::parse(&config.origin)?;
             let site = Arc::new(Site {
-                origin: OriginUrl::parse(&config.origin)?,
+                upstream: upstream(config, &origin),
+                origin,
                 forward_host: config.forward_host,
                 scheme: config.scheme,
                 filters: Chain::default(),
@@ -75,6 +95,24 @@ impl Sites {
 mod tests {
     use super::*;
 
+    struct Nowhere;
+
+    impl Upstream for Nowhere {
+        fn fetch(
+            &self,
+            _: http::Request<crate::body::Body>,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<http::Response<crate::body::Body>, crate::origin::OriginError>,
+        > {
+            Box::pin(async { Err(crate::origin::OriginError::Connect("nowhere".into())) })
+        }
+    }
+
+    fn nowhere(_: &SiteConfig, _: &OriginUrl) -> Arc<dyn Upstream> {
+        Arc::new(Nowhere)
+    }
+
     fn site(hosts: &[&str], origin: &str) -> SiteConfig {
         SiteConfig {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
@@ -86,11 +124,14 @@ mod tests {
 
     #[test]
     fn exact_then_longest_suffix_then_any() {
-        let sites = Sites::new(&[
-            site(&["cdn.example.com"], "http://a"),
-            site(&["*.example.com"], "http://b"),
-            site(&["*.img.example.com"], "http://c"),
-        ])
+        let sites = Sites::new(
+            &[
+                site(&["cdn.example.com"], "http://a"),
+                site(&["*.example.com"], "http://b"),
+                site(&["*.img.example.com"], "http://c"),
+            ],
+            nowhere,
+        )
         .unwrap();
         let origin = |h: &str| sites.find(h).map(|s| s.origin.to_string());
         assert_eq!(origin("CDN.example.com."), Some("http://a".into()));
@@ -98,7 +139,7 @@ mod tests {
         assert_eq!(origin("x.img.example.com"), Some("http://c".into()));
         assert_eq!(origin("example.com"), None);
         assert_eq!(origin("evil.com"), None);
-        let with_any = Sites::new(&[site(&["*"], "http://d")]).unwrap();
+        let with_any = Sites::new(&[site(&["*"], "http://d")], nowhere).unwrap();
         assert!(with_any.find("anything").is_some());
     }
 }

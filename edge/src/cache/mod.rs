@@ -38,7 +38,7 @@ use crate::body::{self, Body};
 use crate::headers::{CacheStatus, Outcome};
 use crate::origin::OriginError;
 
-/// Where cache misses go. The service implements it over the origin client; tests may fake it.
+/// Where cache misses go: bound to a site ([`crate::upstream`]); tests may fake it.
 pub trait Upstream: Send + Sync + 'static {
     fn fetch(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, OriginError>>;
 }
@@ -170,7 +170,8 @@ impl Cache {
     }
 
     /// Answers a GET or HEAD. `origin_req` builds the request to send to the origin on a miss
-    /// (absolute URI, proxy headers already applied; the cache adjusts its conditionals). It
+    /// (the client's target as an absolute URI, proxy headers applied; the upstream maps it onto
+    /// its origin, the cache adjusts its conditionals and adds the key as [`crate::upstream::UpstreamKey`]). It
     /// is called only when the origin may be needed: a fresh hit on a whole object never
     /// builds it.
     pub async fn serve(
@@ -181,6 +182,14 @@ impl Cache {
     ) -> Served {
         let inner = &self.inner;
         let primary = key::primary(lookup.scheme, lookup.host, lookup.path_and_query);
+        // Every upstream request carries the object's key; built only when one is made.
+        let keyed = || {
+            let mut parts = origin_req();
+            let key = crate::upstream::UpstreamKey(Arc::from(primary.as_str()));
+            parts.extensions.insert(key);
+            parts
+        };
+        let origin_req: &(dyn Fn() -> http::request::Parts + Send + Sync) = &keyed;
         // A corrupt entry is dropped by `serve_stored`, which then yields `None`; the second
         // pass finds no entry and fetches. An entry replaced while being read also yields
         // `None`, and the second pass finds the new one; past two, the origin answers.
@@ -1344,6 +1353,7 @@ fn fill_request(parts: &http::request::Parts, stale: Option<&Meta>) -> Request<B
     *req.method_mut() = Method::GET;
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = http::Version::HTTP_11;
+    *req.extensions_mut() = parts.extensions.clone();
     let mut headers = parts.headers.clone();
     for name in [
         header::IF_NONE_MATCH,
