@@ -284,6 +284,16 @@ impl Service {
         path_and_query: &str,
         req_body: Body,
     ) -> Served {
+        // The upstream gets the target as a URI: refuse here what cannot be one.
+        let target: http::Uri = match path_and_query.parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                return cache::error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot map the request to the origin: {e}"),
+                );
+            }
+        };
         let scheme = match site.scheme {
             SchemePolicy::Key => Some(if info.ctx.secure { "https" } else { "http" }),
             SchemePolicy::Shared => None,
@@ -294,7 +304,7 @@ impl Service {
         state.chain.cache_key(info, site, &mut key);
         site.filters.cache_key(info, site, &mut key);
         // Built only if the origin is needed: most requests are hits.
-        let origin_req = || origin_parts(state, info, site, scheme, host, path_and_query);
+        let origin_req = || origin_parts(state, info, site, host, target.clone());
         let lookup = Lookup {
             method: &info.parts.method,
             headers: &info.parts.headers,
@@ -420,16 +430,16 @@ fn global_filters(settings: &ServiceSettings, health: &Arc<HealthState>) -> Vec<
 }
 
 /// The request for the site's upstream: the client's, minus what is only for this hop, with
-/// the normalised target (the host it was routed and keyed by as `Host`, never a second one
-/// the client sent), then whatever the filters' `upstream_request` phase adds. The upstream
-/// maps it onto its origin ([`crate::upstream::OriginUpstream`]).
+/// the normalised target (its path and query as the URI, the host it was routed and keyed by
+/// as `Host`, never a second one the client sent), then whatever the filters'
+/// `upstream_request` phase adds. The upstream maps it onto its origin
+/// ([`crate::upstream::OriginUpstream`]).
 fn origin_parts(
     state: &State,
     info: &RequestInfo<'_>,
     site: &Site,
-    scheme: Option<&str>,
     host: &str,
-    path_and_query: &str,
+    target: http::Uri,
 ) -> http::request::Parts {
     let parts = info.parts;
     let mut headers = parts.headers.clone();
@@ -442,13 +452,7 @@ fn origin_parts(
     }
     let (mut out, ()) = Request::new(()).into_parts();
     out.method = parts.method.clone();
-    // The client's target as an absolute URI: what an upstream needs to know the request by.
-    out.uri = http::Uri::builder()
-        .scheme(scheme.unwrap_or("http"))
-        .authority(host)
-        .path_and_query(path_and_query)
-        .build()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    out.uri = target;
     out.version = Version::HTTP_11;
     out.headers = headers;
     state.chain.upstream_request(info, site, &mut out);

@@ -1,5 +1,5 @@
 //! Where a site's misses go: an [`Upstream`] bound to its site. The cache hands it the
-//! request as the client made it (normalised path and query, `Host` = the authority the request
+//! request as the client made it (the normalised path and query as its URI, `Host` = the host it
 //! was routed and keyed by, proxy headers added by the filter chain) and the cache key as a
 //! request extension ([`UpstreamKey`]); the upstream decides where that goes. The origin
 //! upstream maps it onto the site's origin URL; a parent tier is another upstream.
@@ -115,5 +115,49 @@ impl http_body::Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::{Store, StoreLimits};
+    use crate::config::OriginConfig;
+
+    async fn upstream(origin: &str, forward_host: bool) -> OriginUpstream {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            disk_budget: 1 << 20,
+            memory_budget: 1 << 20,
+        };
+        let store = Store::open(dir.path(), limits).await.unwrap();
+        OriginUpstream {
+            origin: OriginUrl::parse(origin).unwrap(),
+            forward_host,
+            client: OriginClient::new(&OriginConfig::default()).unwrap(),
+            metrics: Arc::new(Metrics::new(store)),
+        }
+    }
+
+    fn client_request(target: &str, host: &str) -> Request<Body> {
+        Request::builder()
+            .uri(target)
+            .header(header::HOST, host)
+            .body(body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_target_goes_under_the_origin_prefix_with_the_origins_host() {
+        let mut req = client_request("/a/b.mp4?x=1", "cdn.example.com");
+        let media = upstream("http://10.0.0.20:8080/media", false).await;
+        media.rewrite(&mut req).unwrap();
+        assert_eq!(req.uri(), "http://10.0.0.20:8080/media/a/b.mp4?x=1");
+        assert_eq!(req.headers()[header::HOST], "10.0.0.20:8080");
+        let mut req = client_request("/a", "cdn.example.com");
+        let forwarding = upstream("https://origin.test", true).await;
+        forwarding.rewrite(&mut req).unwrap();
+        assert_eq!(req.uri(), "https://origin.test/a");
+        assert_eq!(req.headers()[header::HOST], "cdn.example.com");
     }
 }

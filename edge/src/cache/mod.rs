@@ -170,7 +170,7 @@ impl Cache {
     }
 
     /// Answers a GET or HEAD. `origin_req` builds the request to send to the origin on a miss
-    /// (the client's target as an absolute URI, proxy headers applied; the upstream maps it onto
+    /// (the client's path and query as the URI and its host as `Host`, proxy headers applied; the upstream maps it onto
     /// its origin, the cache adjusts its conditionals and adds the key as [`crate::upstream::UpstreamKey`]). It
     /// is called only when the origin may be needed: a fresh hit on a whole object never
     /// builds it.
