@@ -442,6 +442,39 @@ pub struct SiteConfig {
     /// Whether http and https share cache entries; see [`SchemePolicy`].
     #[serde(default)]
     pub scheme: SchemePolicy,
+    /// Answer plain-HTTP requests with `308` to the same URL over HTTPS.
+    #[serde(default)]
+    pub redirect_https: bool,
+    /// The port in that redirect (default: the port `listen.https` is bound to; 443 is
+    /// left out of the URL). Set it when clients reach the edge through another port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
+    /// Header edits on every response of the site (CORS, HSTS, hiding `Server`, ...).
+    #[serde(default)]
+    pub response_headers: crate::rules::HeaderEdits,
+    /// Header edits on every request to the origin (e.g. a shared secret it checks).
+    #[serde(default)]
+    pub request_headers: crate::rules::HeaderEdits,
+    /// Path rules, the first match winning: TTLs, cache key, bypass, header edits.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<crate::rules::PathRule>,
+}
+
+impl SiteConfig {
+    /// A site for `hosts` from `origin`, everything else at its default.
+    pub fn new(hosts: &[&str], origin: &str) -> Self {
+        Self {
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            origin: origin.to_owned(),
+            forward_host: false,
+            scheme: SchemePolicy::default(),
+            redirect_https: false,
+            https_port: None,
+            response_headers: Default::default(),
+            request_headers: Default::default(),
+            rules: Vec::new(),
+        }
+    }
 }
 
 /// How a site treats the scheme (http or https) a request arrived with. An entry made for one
@@ -511,6 +544,9 @@ impl EdgeConfig {
             if let Err(e) = crate::origin::OriginUrl::parse(&site.origin) {
                 return bad(format!("site[{i}].origin: {e}"));
             }
+            if let Err(e) = crate::rules::check(site) {
+                return bad(format!("site[{i}] ({}): {e}", site.hosts.join(", ")));
+            }
         }
         Ok(())
     }
@@ -532,12 +568,8 @@ mod tests {
         let running = EdgeConfig::default();
         let mut new = running.clone();
         assert!(restart_needed(&running, &new).is_empty());
-        new.sites.push(SiteConfig {
-            hosts: vec!["a.test".into()],
-            origin: "http://127.0.0.1:1".into(),
-            forward_host: false,
-            scheme: SchemePolicy::Key,
-        });
+        new.sites
+            .push(SiteConfig::new(&["a.test"], "http://127.0.0.1:1"));
         new.origin.connect_timeout = Duration::from_secs(1);
         new.log.access_log = false;
         new.reload.watch_interval = Duration::ZERO;
@@ -594,12 +626,7 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let mut c = EdgeConfig::default();
-        c.sites.push(SiteConfig {
-            hosts: vec!["a".into()],
-            origin: "ftp://x".into(),
-            forward_host: false,
-            scheme: SchemePolicy::default(),
-        });
+        c.sites.push(SiteConfig::new(&["a"], "ftp://x"));
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("site[0].origin"), "{err}");
         let mut c = EdgeConfig::default();

@@ -19,6 +19,7 @@ pub mod headers;
 pub mod metrics;
 pub mod origin;
 pub mod reload;
+pub mod rules;
 pub mod server;
 pub mod service;
 pub mod sites;

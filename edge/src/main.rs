@@ -156,12 +156,7 @@ fn effective_config(args: &Args) -> anyhow::Result<EdgeConfig> {
         None => EdgeConfig::default(),
     };
     if let Some(origin) = &args.origin {
-        config.sites = vec![SiteConfig {
-            hosts: vec!["*".into()],
-            origin: origin.clone(),
-            forward_host: false,
-            scheme: Default::default(),
-        }];
+        config.sites = vec![SiteConfig::new(&["*"], origin)];
     }
     if let Some(a) = args.listen_https {
         config.listen.https = Some(a);

@@ -56,12 +56,7 @@ impl Edge {
                 .await
                 .context("cannot start the demo origin")?;
             tracing::info!(origin = %demo.url(), "no origin configured: serving the built-in demo origin for every host");
-            config.sites.push(SiteConfig {
-                hosts: vec!["*".into()],
-                origin: demo.url(),
-                forward_host: false,
-                scheme: Default::default(),
-            });
+            config.sites.push(SiteConfig::new(&["*"], &demo.url()));
             Some(demo)
         } else {
             None
@@ -109,7 +104,8 @@ impl Edge {
             }
             _ => None,
         };
-        let service = Arc::new(build_service(&config, alt_svc).await?);
+        let https_port = https.map(|a| a.port());
+        let service = Arc::new(build_service(&config, alt_svc, https_port).await?);
         let demo_site = demo.as_ref().map(|_| config.sites[0].clone());
         let reload = Arc::new(EdgeReload::new(
             service.clone(),
@@ -254,6 +250,7 @@ impl RunningEdge {
 async fn build_service(
     config: &EdgeConfig,
     alt_svc: Option<http::HeaderValue>,
+    https_port: Option<u16>,
 ) -> anyhow::Result<Service> {
     let c = &config.cache;
     let store = Store::open(
@@ -292,6 +289,7 @@ async fn build_service(
         alt_svc,
         body_memory_per_connection: config.listen.body_memory_per_connection.as_u64(),
         body_memory_total: config.listen.body_memory_total.as_u64(),
+        https_port,
     };
     Ok(Service::new(
         settings,

@@ -28,8 +28,8 @@ use crate::config::SiteConfig;
 use crate::filter::{self, Chain, Filter, HealthState, KeyParts, LogRecord, RequestInfo, Verdict};
 use crate::headers::{self, CacheStatus, Outcome};
 use crate::metrics::Metrics;
-use crate::origin::{OriginClient, OriginUrlError};
-use crate::sites::{Site, Sites};
+use crate::origin::OriginClient;
+use crate::sites::{Site, SiteError, Sites};
 use crate::target;
 use crate::upstream::OriginUpstream;
 
@@ -85,6 +85,8 @@ pub struct ServiceSettings {
     pub body_memory_per_connection: u64,
     /// Bytes all responses together may hold.
     pub body_memory_total: u64,
+    /// The port the HTTPS listener is bound to (where HTTPS redirects point by default).
+    pub https_port: Option<u16>,
 }
 
 /// What a request runs on from its start to its end: the sites, the global filter chain and
@@ -113,7 +115,7 @@ impl Service {
         cache: Cache,
         origin: OriginClient,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, OriginUrlError> {
+    ) -> Result<Self, SiteError> {
         let health = Arc::new(HealthState::new(cache.store().clone()));
         let mut service = Self {
             body_memory: TotalBudget::new(settings.body_memory_total),
@@ -139,12 +141,12 @@ impl Service {
         sites: &[SiteConfig],
         origin: &OriginClient,
         access_log: bool,
-    ) -> Result<State, OriginUrlError> {
+    ) -> Result<State, SiteError> {
         let settings = ServiceSettings {
             access_log,
             ..self.settings.clone()
         };
-        let sites = Sites::new(sites, |config, url| {
+        let sites = Sites::new(sites, self.settings.https_port, |config, url| {
             Arc::new(OriginUpstream {
                 origin: url.clone(),
                 forward_host: config.forward_host,
@@ -300,6 +302,7 @@ impl Service {
         };
         let mut key = KeyParts {
             path_and_query: Cow::Borrowed(path_and_query),
+            bypass: false,
         };
         state.chain.cache_key(info, site, &mut key);
         site.filters.cache_key(info, site, &mut key);
@@ -313,24 +316,30 @@ impl Service {
             path_and_query: &key.path_and_query,
             budget: &info.ctx.budget,
         };
+        if key.bypass {
+            // Boxed: keeps the origin client's state out of every cache hit's future.
+            return Box::pin(self.pass(&site.upstream, &lookup, origin_req(), req_body, "rule"))
+                .await;
+        }
         if cache::policy::cacheable_method(&info.parts.method) {
             self.cache
                 .serve(&lookup, &origin_req, site.upstream.clone())
                 .await
         } else {
             // Boxed: keeps the origin client's state out of every cache hit's future.
-            Box::pin(self.forward(&site.upstream, &lookup, origin_req(), req_body)).await
+            Box::pin(self.pass(&site.upstream, &lookup, origin_req(), req_body, "method")).await
         }
     }
 
-    /// Passes a request with a body (or any non-GET/HEAD) to the origin and applies RFC 9111
-    /// 4.4 invalidation on success.
-    async fn forward(
+    /// Passes a request to the upstream uncached (a method the cache does not answer, or a
+    /// bypass rule: `why`) and applies RFC 9111 4.4 invalidation on success.
+    async fn pass(
         &self,
         upstream: &Arc<dyn Upstream>,
         lookup: &Lookup<'_>,
         origin_req: http::request::Parts,
         req_body: Body,
+        why: &'static str,
     ) -> Served {
         let method = origin_req.method.clone();
         let response = match upstream
@@ -356,7 +365,7 @@ impl Service {
         let mut status = CacheStatus {
             outcome: Some(Outcome::Bypass),
             fwd_status: Some(response.status()),
-            detail: Some("method"),
+            detail: Some(why),
             ..CacheStatus::default()
         };
         if cache::policy::invalidates(&method, response.status()) {
@@ -417,6 +426,7 @@ fn global_filters(settings: &ServiceSettings, health: &Arc<HealthState>) -> Vec<
             name: settings.name.clone(),
         }),
         Arc::new(filter::Forwarded::new(&settings.name)),
+        Arc::new(filter::RestoreCacheControl),
     ];
     if let Some(value) = &settings.alt_svc {
         filters.push(Arc::new(filter::AltSvc {

@@ -31,6 +31,16 @@ impl std::fmt::Debug for Site {
     }
 }
 
+/// Why the sites could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SiteError {
+    #[error("origin: {0}")]
+    Origin(#[from] OriginUrlError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RuleError),
+}
+
 /// Host name -> site routing table.
 #[derive(Default)]
 pub struct Sites {
@@ -41,20 +51,23 @@ pub struct Sites {
 }
 
 impl Sites {
-    /// The sites of `configs`, each with the upstream `upstream` makes for it.
+    /// The sites of `configs`, each with the upstream `upstream` makes for it (wrapped for
+    /// its rules) and the filters of its rules; `https_port` is where HTTPS redirects point.
     pub fn new(
         configs: &[SiteConfig],
+        https_port: Option<u16>,
         upstream: impl Fn(&SiteConfig, &OriginUrl) -> Arc<dyn Upstream>,
-    ) -> Result<Self, OriginUrlError> {
+    ) -> Result<Self, SiteError> {
         let mut sites = Self::default();
         for config in configs {
             let origin = OriginUrl::parse(&config.origin)?;
+            let parts = crate::rules::build(config, upstream(config, &origin), https_port)?;
             let site = Arc::new(Site {
-                upstream: upstream(config, &origin),
+                upstream: parts.upstream,
                 origin,
                 forward_host: config.forward_host,
                 scheme: config.scheme,
-                filters: Chain::default(),
+                filters: Chain::new(parts.filters),
             });
             for host in &config.hosts {
                 let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -114,12 +127,7 @@ mod tests {
     }
 
     fn site(hosts: &[&str], origin: &str) -> SiteConfig {
-        SiteConfig {
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            origin: origin.into(),
-            forward_host: false,
-            scheme: SchemePolicy::default(),
-        }
+        SiteConfig::new(hosts, origin)
     }
 
     #[test]
@@ -130,6 +138,7 @@ mod tests {
                 site(&["*.example.com"], "http://b"),
                 site(&["*.img.example.com"], "http://c"),
             ],
+            None,
             nowhere,
         )
         .unwrap();
@@ -139,7 +148,7 @@ mod tests {
         assert_eq!(origin("x.img.example.com"), Some("http://c".into()));
         assert_eq!(origin("example.com"), None);
         assert_eq!(origin("evil.com"), None);
-        let with_any = Sites::new(&[site(&["*"], "http://d")], nowhere).unwrap();
+        let with_any = Sites::new(&[site(&["*"], "http://d")], None, nowhere).unwrap();
         assert!(with_any.find("anything").is_some());
     }
 }

@@ -79,12 +79,7 @@ fn edge_config(dir: &Path, origin: &str) -> EdgeConfig {
     c.quic.enabled = true;
     c.cache.dir = dir.join("cache");
     c.log.access_log = false;
-    c.sites = vec![SiteConfig {
-        hosts: vec![HOST.into()],
-        origin: origin.to_owned(),
-        forward_host: false,
-        scheme: Default::default(),
-    }];
+    c.sites = vec![SiteConfig::new(&[HOST], origin)];
     c
 }
 

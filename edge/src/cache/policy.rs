@@ -835,7 +835,7 @@ pub fn cacheable_method(method: &Method) -> bool {
 
 /// Members of a list-valued field over all its lines (RFC 9110 5.6.1: a list may be split
 /// across lines), trimmed, empty ones dropped, commas inside quoted strings kept.
-fn list_members<'a>(
+pub fn list_members<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
     quoted_pairs: bool,

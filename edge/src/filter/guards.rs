@@ -68,10 +68,7 @@ impl Filter for Health {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            on_request: true,
-            ..Phases::default()
-        }
+        Phases::ON_REQUEST
     }
 
     fn on_request(&self, req: &RequestInfo<'_>) -> Verdict {
@@ -104,10 +101,7 @@ impl Filter for TargetCheck {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            on_request: true,
-            ..Phases::default()
-        }
+        Phases::ON_REQUEST
     }
 
     fn on_request(&self, req: &RequestInfo<'_>) -> Verdict {
@@ -130,10 +124,7 @@ impl Filter for ConnectRefused {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            on_site: true,
-            ..Phases::default()
-        }
+        Phases::ON_SITE
     }
 
     fn on_site(&self, req: &RequestInfo<'_>, _site: &Site) -> Verdict {
@@ -158,10 +149,7 @@ impl Filter for LoopDetect {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            on_site: true,
-            ..Phases::default()
-        }
+        Phases::ON_SITE
     }
 
     fn on_site(&self, req: &RequestInfo<'_>, _site: &Site) -> Verdict {
@@ -207,11 +195,7 @@ impl Filter for Forwarded {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            upstream_request: true,
-            on_response: true,
-            ..Phases::default()
-        }
+        Phases::UPSTREAM_REQUEST.and(Phases::ON_RESPONSE)
     }
 
     fn upstream_request(
@@ -248,10 +232,7 @@ impl Filter for AltSvc {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            on_response: true,
-            ..Phases::default()
-        }
+        Phases::ON_RESPONSE
     }
 
     fn on_response(&self, req: &RequestInfo<'_>, _: Option<&Site>, response: &mut Response<Body>) {
@@ -272,10 +253,7 @@ impl Filter for AccessLog {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            logging: true,
-            ..Phases::default()
-        }
+        Phases::LOGGING
     }
 
     fn logging(&self, r: &LogRecord<'_>) {
@@ -292,5 +270,31 @@ impl Filter for AccessLog {
             peer = %r.ctx.peer,
             complete = r.complete,
         );
+    }
+}
+
+/// Puts back the origin's `Cache-Control` where a TTL rule changed it for the edge
+/// ([`crate::rules`]): browsers see what the origin said (or, after this, a rule's client
+/// TTL). Global, so entries stored under rules that a reload removed are restored too.
+pub struct RestoreCacheControl;
+
+impl Filter for RestoreCacheControl {
+    fn name(&self) -> &'static str {
+        "restore-cache-control"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_RESPONSE
+    }
+
+    fn on_response(&self, _: &RequestInfo<'_>, _: Option<&Site>, response: &mut Response<Body>) {
+        let h = response.headers_mut();
+        let Some(origin) = h.remove(crate::rules::ORIGIN_CACHE_CONTROL) else {
+            return;
+        };
+        h.remove(header::CACHE_CONTROL);
+        if !origin.is_empty() {
+            h.insert(header::CACHE_CONTROL, origin);
+        }
     }
 }

@@ -29,7 +29,8 @@ use crate::sites::Site;
 use crate::target::TargetError;
 
 pub use guards::{
-    AccessLog, AltSvc, ConnectRefused, Forwarded, Health, HealthState, LoopDetect, TargetCheck,
+    AccessLog, AltSvc, ConnectRefused, Forwarded, Health, HealthState, LoopDetect,
+    RestoreCacheControl, TargetCheck,
 };
 
 /// What a filter sees of a request.
@@ -44,6 +45,8 @@ pub struct RequestInfo<'a> {
 pub struct KeyParts<'a> {
     /// Path and query as they enter the key (the origin still gets the request's own).
     pub path_and_query: std::borrow::Cow<'a, str>,
+    /// Not cached at all: the request goes to the upstream and nothing is stored.
+    pub bypass: bool,
 }
 
 /// A filter's decision in a phase that may answer the request itself.
@@ -68,7 +71,8 @@ pub struct LogRecord<'a> {
     pub complete: bool,
 }
 
-/// The phases a filter takes part in.
+/// The phases a filter takes part in: `Phases::ON_SITE`, or several with
+/// `Phases::UPSTREAM_REQUEST.and(Phases::ON_RESPONSE)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Phases {
     pub on_request: bool,
@@ -77,6 +81,53 @@ pub struct Phases {
     pub upstream_request: bool,
     pub on_response: bool,
     pub logging: bool,
+}
+
+impl Phases {
+    const NONE: Self = Self {
+        on_request: false,
+        on_site: false,
+        cache_key: false,
+        upstream_request: false,
+        on_response: false,
+        logging: false,
+    };
+    pub const ON_REQUEST: Self = Self {
+        on_request: true,
+        ..Self::NONE
+    };
+    pub const ON_SITE: Self = Self {
+        on_site: true,
+        ..Self::NONE
+    };
+    pub const CACHE_KEY: Self = Self {
+        cache_key: true,
+        ..Self::NONE
+    };
+    pub const UPSTREAM_REQUEST: Self = Self {
+        upstream_request: true,
+        ..Self::NONE
+    };
+    pub const ON_RESPONSE: Self = Self {
+        on_response: true,
+        ..Self::NONE
+    };
+    pub const LOGGING: Self = Self {
+        logging: true,
+        ..Self::NONE
+    };
+
+    /// Both sets of phases.
+    pub const fn and(self, other: Self) -> Self {
+        Self {
+            on_request: self.on_request || other.on_request,
+            on_site: self.on_site || other.on_site,
+            cache_key: self.cache_key || other.cache_key,
+            upstream_request: self.upstream_request || other.upstream_request,
+            on_response: self.on_response || other.on_response,
+            logging: self.logging || other.logging,
+        }
+    }
 }
 
 /// One step of request handling that is not caching. Every phase defaults to doing nothing;
@@ -238,15 +289,8 @@ mod tests {
 
     #[test]
     fn a_filter_is_listed_only_in_its_phases() {
-        let site_only = Phases {
-            on_site: true,
-            ..Phases::default()
-        };
-        let logs = Phases {
-            logging: true,
-            on_response: true,
-            ..Phases::default()
-        };
+        let site_only = Phases::ON_SITE;
+        let logs = Phases::LOGGING.and(Phases::ON_RESPONSE);
         let chain = Chain::new([
             Arc::new(Only(site_only)) as Arc<dyn Filter>,
             Arc::new(Only(logs)),

@@ -15,3 +15,4 @@ mod process;
 mod ranges;
 mod reload;
 mod robustness;
+mod rules;

@@ -36,12 +36,7 @@ fn write_config(path: &Path, config: &EdgeConfig) {
 }
 
 fn site(host: &str, origin: &str) -> SiteConfig {
-    SiteConfig {
-        hosts: vec![host.into()],
-        origin: origin.into(),
-        forward_host: false,
-        scheme: Default::default(),
-    }
+    SiteConfig::new(&[host], origin)
 }
 
 /// GET `url`, with a `Host` header when the host is not the URL's (HTTP/1.1 only: HTTP/2

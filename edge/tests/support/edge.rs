@@ -29,12 +29,7 @@ pub fn test_config(origin: &str, cache_dir: &Path) -> EdgeConfig {
     c.listen.admin = Some(([127, 0, 0, 1], 0).into());
     c.listen.shutdown_grace = Duration::from_secs(2);
     c.cache.dir = cache_dir.to_owned();
-    c.sites = vec![SiteConfig {
-        hosts: SITE_HOSTS.iter().map(|h| h.to_string()).collect(),
-        origin: origin.to_owned(),
-        forward_host: false,
-        scheme: Default::default(),
-    }];
+    c.sites = vec![SiteConfig::new(&SITE_HOSTS, origin)];
     c
 }
 
