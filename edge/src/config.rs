@@ -644,7 +644,12 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                EdgeConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let c =
+                    EdgeConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // What --print-config shows loads back as the same config.
+                let printed = shared::config::render(&c).unwrap();
+                let again: EdgeConfig = toml::from_str(&printed).unwrap();
+                assert_eq!(again, c, "{}", path.display());
                 seen += 1;
             }
         }
