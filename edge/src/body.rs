@@ -116,3 +116,58 @@ mod tests {
         assert!(primed(body).await.is_err());
     }
 }
+
+/// What [`tap`] reports of a body as it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tapped {
+    /// A data frame of this many bytes.
+    Data(usize),
+    /// The body ended (all of it was read).
+    End,
+}
+
+pin_project_lite::pin_project! {
+    /// A body that reports its frames to `on` (see [`tap`]).
+    pub struct Tap<F> {
+        #[pin]
+        inner: Body,
+        on: F,
+    }
+}
+
+impl<F: FnMut(Tapped)> http_body::Body for Tap<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    (this.on)(Tapped::Data(data.len()));
+                }
+            }
+            std::task::Poll::Ready(None) => (this.on)(Tapped::End),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `inner`, reporting each data frame's size and its end to `on` (counters, access records:
+/// whatever `on` owns is dropped with the body).
+pub fn tap(inner: Body, on: impl FnMut(Tapped) + Send + 'static) -> Body {
+    boxed(Tap { inner, on })
+}

@@ -432,8 +432,17 @@ pub struct SiteConfig {
     /// Host names (no port), matched case-insensitively. `*.example.com` matches one or more
     /// labels; `*` alone matches every host (used by the quick start).
     pub hosts: Vec<String>,
-    /// Origin base URL, `http://` or `https://`, optionally with a path prefix.
+    /// Origin base URL, `http://` or `https://`, optionally with a path prefix. Or, instead,
+    /// `origins`: an origin group.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
+    /// An origin group (instead of `origin`): tried by priority, load-balanced by weight,
+    /// with failover and health; see [`crate::upstream::group`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<crate::upstream::group::GroupOrigin>,
+    /// When an origin counts as failed, and how it is ejected and probed.
+    #[serde(default)]
+    pub origin_health: crate::upstream::group::OriginHealth,
     /// Send the request's host to the origin (as `Host`) instead of the origin URL's
     /// authority: the host the edge routed and keyed the request by (lowercase, no port, no
     /// trailing dot), never a second one the client may have sent.
@@ -461,11 +470,21 @@ pub struct SiteConfig {
 }
 
 impl SiteConfig {
+    /// The origin URL of `origin`, or of the group's first origin.
+    pub fn primary_origin(&self) -> &str {
+        match self.origins.first() {
+            Some(first) if self.origin.is_empty() => &first.url,
+            _ => &self.origin,
+        }
+    }
+
     /// A site for `hosts` from `origin`, everything else at its default.
     pub fn new(hosts: &[&str], origin: &str) -> Self {
         Self {
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
             origin: origin.to_owned(),
+            origins: Vec::new(),
+            origin_health: Default::default(),
             forward_host: false,
             scheme: SchemePolicy::default(),
             redirect_https: false,
@@ -541,8 +560,33 @@ impl EdgeConfig {
             if site.hosts.is_empty() {
                 return bad(format!("site[{i}]: `hosts` is empty"));
             }
-            if let Err(e) = crate::origin::OriginUrl::parse(&site.origin) {
-                return bad(format!("site[{i}].origin: {e}"));
+            match (site.origin.is_empty(), site.origins.is_empty()) {
+                (true, true) => return bad(format!("site[{i}]: set `origin` or `origins`")),
+                (false, false) => {
+                    return bad(format!(
+                        "site[{i}]: `origin` and `origins` both set: choose one"
+                    ));
+                }
+                (false, true) => {
+                    if let Err(e) = crate::origin::OriginUrl::parse(&site.origin) {
+                        return bad(format!("site[{i}].origin: {e}"));
+                    }
+                }
+                (true, false) => {
+                    for (j, o) in site.origins.iter().enumerate() {
+                        if let Err(e) = crate::origin::OriginUrl::parse(&o.url) {
+                            return bad(format!("site[{i}].origins[{j}].url: {e}"));
+                        }
+                        if let Some(host) = &o.host
+                            && http::HeaderValue::from_str(host).is_err()
+                        {
+                            return bad(format!("site[{i}].origins[{j}].host: not a header value"));
+                        }
+                    }
+                }
+            }
+            if let Err(e) = site.origin_health.check() {
+                return bad(format!("site[{i}]: {e}"));
             }
             if let Err(e) = crate::rules::check(site) {
                 return bad(format!("site[{i}] ({}): {e}", site.hosts.join(", ")));

@@ -167,13 +167,22 @@ impl OriginClient {
     /// Sends `req` (absolute URI) and returns the response head with a body guarded by the
     /// idle-body timeout and holding the origin's concurrency slot until it ends.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, OriginError> {
+        self.send_within(req, None).await
+    }
+
+    /// As [`OriginClient::send`], with this origin's own first-byte timeout if given.
+    pub async fn send_within(
+        &self,
+        req: Request<Body>,
+        first_byte_timeout: Option<Duration>,
+    ) -> Result<Response<Body>, OriginError> {
         let authority = req
             .uri()
             .authority()
             .cloned()
             .ok_or_else(|| OriginError::Request("origin URI has no authority".into()))?;
-        let deadline = Instant::now() + self.config.first_byte_timeout;
-        let timeout = self.config.first_byte_timeout;
+        let timeout = first_byte_timeout.unwrap_or(self.config.first_byte_timeout);
+        let deadline = Instant::now() + timeout;
         let permit = tokio::time::timeout_at(deadline, self.slot(authority))
             .await
             .map_err(|_| OriginError::FirstByteTimeout(timeout))?;

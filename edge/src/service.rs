@@ -9,18 +9,14 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body::{Frame, SizeHint};
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body};
 use crate::cache::budget::{ReadBudget, TotalBudget};
 use crate::cache::{self, Cache, Lookup, Served, Upstream};
 use crate::config::SchemePolicy;
@@ -31,7 +27,6 @@ use crate::metrics::Metrics;
 use crate::origin::OriginClient;
 use crate::sites::{Site, SiteError, Sites};
 use crate::target;
-use crate::upstream::OriginUpstream;
 
 /// The protocol a request arrived over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,12 +142,7 @@ impl Service {
             ..self.settings.clone()
         };
         let sites = Sites::new(sites, self.settings.https_port, |config, url| {
-            Arc::new(OriginUpstream {
-                origin: url.clone(),
-                forward_host: config.forward_host,
-                client: origin.clone(),
-                metrics: self.metrics.clone(),
-            }) as Arc<dyn Upstream>
+            crate::upstream::for_site(config, url, origin, &self.metrics)
         })?;
         Ok(State {
             sites,
@@ -238,10 +228,16 @@ impl Service {
             ctx,
             state,
         };
-        served.response.map(|body| {
-            body::boxed(Observed {
-                inner: body,
-                record,
+        let mut record = record;
+        served.response.map(|inner| {
+            body::tap(inner, move |t| {
+                // The whole record moves in (not copies of its fields): it is written by its
+                // Drop, when the body is done or dropped.
+                let record = &mut record;
+                match t {
+                    body::Tapped::Data(n) => record.bytes += n as u64,
+                    body::Tapped::End => record.complete = true,
+                }
             })
         })
     }
@@ -500,44 +496,5 @@ impl Drop for AccessRecord {
             bytes: self.bytes,
             complete: self.complete,
         });
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct Observed {
-        #[pin]
-        inner: Body,
-        record: AccessRecord,
-    }
-}
-
-impl http_body::Body for Observed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.record.bytes += data.len() as u64;
-                }
-            }
-            Poll::Ready(None) => this.record.complete = true,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -56,12 +56,12 @@ impl Sites {
     pub fn new(
         configs: &[SiteConfig],
         https_port: Option<u16>,
-        upstream: impl Fn(&SiteConfig, &OriginUrl) -> Arc<dyn Upstream>,
+        upstream: impl Fn(&SiteConfig, &OriginUrl) -> Result<Arc<dyn Upstream>, OriginUrlError>,
     ) -> Result<Self, SiteError> {
         let mut sites = Self::default();
         for config in configs {
-            let origin = OriginUrl::parse(&config.origin)?;
-            let parts = crate::rules::build(config, upstream(config, &origin), https_port)?;
+            let origin = OriginUrl::parse(config.primary_origin())?;
+            let parts = crate::rules::build(config, upstream(config, &origin)?, https_port)?;
             let site = Arc::new(Site {
                 upstream: parts.upstream,
                 origin,
@@ -122,8 +122,8 @@ mod tests {
         }
     }
 
-    fn nowhere(_: &SiteConfig, _: &OriginUrl) -> Arc<dyn Upstream> {
-        Arc::new(Nowhere)
+    fn nowhere(_: &SiteConfig, _: &OriginUrl) -> Result<Arc<dyn Upstream>, OriginUrlError> {
+        Ok(Arc::new(Nowhere))
     }
 
     fn site(hosts: &[&str], origin: &str) -> SiteConfig {

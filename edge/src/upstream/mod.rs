@@ -2,20 +2,19 @@
 //! request as the client made it (the normalised path and query as its URI, `Host` = the host it
 //! was routed and keyed by, proxy headers added by the filter chain) and the cache key as a
 //! request extension ([`UpstreamKey`]); the upstream decides where that goes. The origin
-//! upstream maps it onto the site's origin URL; a parent tier is another upstream.
+//! upstream maps it onto the site's origin URL; an origin group ([`group`]) tries several
+//! of them; a parent tier is another upstream.
 
-use std::pin::Pin;
+pub mod group;
+
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body};
 use crate::cache::Upstream;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginError, OriginUrl};
@@ -30,8 +29,41 @@ pub struct UpstreamKey(pub Arc<str>);
 pub struct OriginUpstream {
     pub origin: OriginUrl,
     pub forward_host: bool,
+    /// `Host` sent whatever `forward_host` says (an origin group member's `host`).
+    pub host: Option<HeaderValue>,
     pub client: OriginClient,
     pub metrics: Arc<Metrics>,
+}
+
+/// A site's upstream: its origin, or its origin group.
+pub fn for_site(
+    config: &crate::config::SiteConfig,
+    url: &OriginUrl,
+    client: &OriginClient,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Upstream>, crate::origin::OriginUrlError> {
+    let origin = |url: OriginUrl, host: Option<&str>| OriginUpstream {
+        origin: url,
+        forward_host: config.forward_host,
+        host: host.and_then(|h| HeaderValue::from_str(h).ok()),
+        client: client.clone(),
+        metrics: metrics.clone(),
+    };
+    if config.origins.is_empty() {
+        return Ok(Arc::new(origin(url.clone(), None)));
+    }
+    let members = config
+        .origins
+        .iter()
+        .map(|o| {
+            let url = OriginUrl::parse(&o.url)?;
+            Ok(group::Member::new(origin(url, o.host.as_deref()), o))
+        })
+        .collect::<Result<Vec<_>, crate::origin::OriginUrlError>>()?;
+    Ok(Arc::new(group::GroupUpstream::new(
+        members,
+        config.origin_health.clone(),
+    )))
 }
 
 impl OriginUpstream {
@@ -43,7 +75,9 @@ impl OriginUpstream {
             .join(path)
             .map_err(|e| OriginError::Request(format!("cannot map {path:?} to the origin: {e}")))?;
         *req.uri_mut() = uri;
-        if !self.forward_host {
+        if let Some(host) = &self.host {
+            req.headers_mut().insert(header::HOST, host.clone());
+        } else if !self.forward_host {
             let host = HeaderValue::from_str(self.origin.authority.as_str())
                 .map_err(|e| OriginError::Request(format!("origin authority as Host: {e}")))?;
             req.headers_mut().insert(header::HOST, host);
@@ -53,9 +87,17 @@ impl OriginUpstream {
 }
 
 impl Upstream for OriginUpstream {
-    fn fetch(
+    fn fetch(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, OriginError>> {
+        self.fetch_within(req, None)
+    }
+}
+
+impl OriginUpstream {
+    /// [`Upstream::fetch`] with this origin's own first-byte timeout, if any.
+    pub fn fetch_within(
         &self,
         mut req: Request<Body>,
+        first_byte_timeout: Option<std::time::Duration>,
     ) -> BoxFuture<'static, Result<Response<Body>, OriginError>> {
         let rewritten = self.rewrite(&mut req);
         let client = self.client.clone();
@@ -63,13 +105,19 @@ impl Upstream for OriginUpstream {
         Box::pin(async move {
             rewritten?;
             let start = Instant::now();
-            match client.send(req).await {
+            match client.send_within(req, first_byte_timeout).await {
                 Ok(response) => {
                     metrics
                         .origin_latency
                         .observe(start.elapsed().as_secs_f64());
                     let counter = metrics.origin_bytes.clone();
-                    Ok(response.map(|b| body::boxed(Counted { inner: b, counter })))
+                    Ok(response.map(|b| {
+                        body::tap(b, move |t| {
+                            if let body::Tapped::Data(n) = t {
+                                counter.inc_by(n as u64);
+                            }
+                        })
+                    }))
                 }
                 Err(e) => {
                     if e.is_origin_fault() {
@@ -79,42 +127,6 @@ impl Upstream for OriginUpstream {
                 }
             }
         })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Counts data bytes into a Prometheus counter as they pass.
-    struct Counted {
-        #[pin]
-        inner: Body,
-        counter: prometheus_client::metrics::counter::Counter,
-    }
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.counter.inc_by(data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -134,6 +146,7 @@ mod tests {
         OriginUpstream {
             origin: OriginUrl::parse(origin).unwrap(),
             forward_host,
+            host: None,
             client: OriginClient::new(&OriginConfig::default()).unwrap(),
             metrics: Arc::new(Metrics::new(store)),
         }

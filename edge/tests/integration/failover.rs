@@ -1,0 +1,177 @@
+//! Origin groups: failover when the primary is down or answers 503, passive ejection, active
+//! probes bringing it back, and weights, over every protocol.
+
+use std::time::{Duration, Instant};
+
+use edge::config::EdgeConfig;
+use edge::upstream::group::{GroupOrigin, OriginHealth};
+
+use crate::support::edge::{Proto, TestEdge};
+use crate::support::origin::{Reply, TestOrigin};
+
+fn member(url: &str, priority: u32, weight: u32) -> GroupOrigin {
+    GroupOrigin {
+        url: url.into(),
+        priority,
+        weight,
+        host: None,
+        first_byte_timeout: None,
+    }
+}
+
+/// A URL nothing listens on (the port was just free).
+fn dead_origin() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+fn group(c: &mut EdgeConfig, origins: Vec<GroupOrigin>, health: OriginHealth) {
+    let site = &mut c.sites[0];
+    site.origin.clear();
+    site.origins = origins;
+    site.origin_health = health;
+}
+
+async fn saying(name: &'static str) -> TestOrigin {
+    let origin = TestOrigin::start().await;
+    origin.route("/who", Reply::ok(name).header("cache-control", "no-store"));
+    origin.route("/health", Reply::ok("ok"));
+    origin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_fails_over_to_the_next_priority() {
+    let secondary = saying("secondary").await;
+    for proto in Proto::ALL {
+        let dead = dead_origin();
+        let edge = TestEdge::start_with(&secondary.url(), |c| {
+            group(
+                c,
+                vec![member(&dead, 0, 1), member(&secondary.url(), 1, 1)],
+                OriginHealth::default(),
+            );
+        })
+        .await;
+        let client = edge.client(proto);
+        for _ in 0..4 {
+            let r = client.get(&edge.url(proto, "/who")).await;
+            assert_eq!(
+                (r.status.as_u16(), r.text()),
+                (200, "secondary".into()),
+                "{proto:?}"
+            );
+        }
+        edge.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_primary_is_ejected_then_probed_back() {
+    for proto in Proto::ALL {
+        let (primary, secondary) = (saying("primary").await, saying("secondary").await);
+        primary.route("/who", Reply::status(503).body("overloaded"));
+        primary.route("/health", Reply::status(503));
+        let health = OriginHealth {
+            eject_after: 2,
+            eject_for: Duration::from_secs(60),
+            probe_path: Some("/health".into()),
+            probe_interval: Duration::from_millis(100),
+            ..OriginHealth::default()
+        };
+        let edge = TestEdge::start_with(&primary.url(), |c| {
+            group(
+                c,
+                vec![member(&primary.url(), 0, 1), member(&secondary.url(), 1, 1)],
+                health,
+            );
+        })
+        .await;
+        let client = edge.client(proto);
+        for _ in 0..6 {
+            let r = client.get(&edge.url(proto, "/who")).await;
+            assert_eq!(
+                (r.status.as_u16(), r.text()),
+                (200, "secondary".into()),
+                "{proto:?}"
+            );
+        }
+        // Ejected after two failures (requests or probes): no longer asked for content.
+        assert!(
+            primary.hits("/who") <= 2,
+            "{proto:?}: {}",
+            primary.hits("/who")
+        );
+        // It recovers: the probes see it and the group uses it again, well before eject_for.
+        primary.route(
+            "/who",
+            Reply::ok("primary").header("cache-control", "no-store"),
+        );
+        primary.route("/health", Reply::ok("ok"));
+        let start = Instant::now();
+        loop {
+            let r = client.get(&edge.url(proto, "/who")).await;
+            if r.text() == "primary" {
+                break;
+            }
+            assert_eq!(r.text(), "secondary");
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{proto:?}: primary not back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(primary.hits("/health") >= 2, "probed");
+        edge.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_of_one_priority_share_requests_by_weight() {
+    let (a, b) = (saying("a").await, saying("b").await);
+    let edge = TestEdge::start_with(&a.url(), |c| {
+        group(
+            c,
+            vec![member(&a.url(), 0, 3), member(&b.url(), 0, 1)],
+            OriginHealth::default(),
+        );
+    })
+    .await;
+    let client = edge.client(Proto::H2);
+    for _ in 0..40 {
+        let r = client.get(&edge.url(Proto::H2, "/who")).await;
+        assert_eq!(r.status, 200);
+    }
+    let (to_a, to_b) = (a.hits("/who"), b.hits("/who"));
+    assert_eq!(to_a + to_b, 40);
+    assert!(
+        (25..=35).contains(&to_a) && to_b >= 5,
+        "3:1 expected, got {to_a}:{to_b}"
+    );
+    edge.stop().await;
+}
+
+#[test]
+fn a_group_and_an_origin_are_exclusive() {
+    let mut c = EdgeConfig::default();
+    let mut site = edge::config::SiteConfig::new(&["a.test"], "http://127.0.0.1:1");
+    site.origins = vec![member("http://127.0.0.1:2", 0, 1)];
+    c.sites.push(site);
+    assert!(c.validate().unwrap_err().to_string().contains("both set"));
+    c.sites[0].origin.clear();
+    c.sites[0].origins[0].url = "ftp://x".into();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("site[0].origins[0].url")
+    );
+    c.sites[0].origins.clear();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("set `origin` or `origins`")
+    );
+}
