@@ -467,6 +467,9 @@ pub struct SiteConfig {
     /// Path rules, the first match winning: TTLs, cache key, bypass, header edits.
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::rules::PathRule>,
+    /// Static pages for 5xx answers (the origin's, or the edge's own 502/504).
+    #[serde(default, rename = "error_page")]
+    pub error_pages: Vec<crate::rules::ErrorPage>,
 }
 
 impl SiteConfig {
@@ -492,6 +495,7 @@ impl SiteConfig {
             response_headers: Default::default(),
             request_headers: Default::default(),
             rules: Vec::new(),
+            error_pages: Vec::new(),
         }
     }
 }
@@ -597,7 +601,16 @@ impl EdgeConfig {
 
     /// Loads, parses and validates a config file.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let config: Self = shared::config::load(path)?;
+        let mut config: Self = shared::config::load(path)?;
+        // Files named by the config are relative to it, wherever the edge runs from.
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        for site in &mut config.sites {
+            for page in &mut site.error_pages {
+                if page.file.is_relative() {
+                    page.file = dir.join(&page.file);
+                }
+            }
+        }
         config.validate()?;
         Ok(config)
     }

@@ -4,6 +4,7 @@
 //! the normalised path, the first match winning. Everything here runs on the seams: site
 //! filters ([`crate::filter`]) and a wrapper of the site's upstream ([`ttl::TtlUpstream`]).
 
+mod errors;
 mod headers;
 mod key;
 mod path;
@@ -19,6 +20,7 @@ use crate::cache::Upstream;
 use crate::config::SiteConfig;
 use crate::filter::Filter;
 
+pub use errors::{ErrorPage, ErrorPages};
 pub use headers::HeaderRules;
 pub use key::KeyFilter;
 pub use path::PathPattern;
@@ -187,6 +189,10 @@ impl Compiled {
             filters.push(Arc::new(ClientTtl {
                 rules: rules.clone(),
             }));
+        }
+        // Last: a page replaces whatever body and headers the response has by then.
+        if let Some(pages) = ErrorPages::load(&site.error_pages)? {
+            filters.push(Arc::new(pages));
         }
         Ok(Self { filters, ttl })
     }

@@ -137,7 +137,11 @@ async fn twenty_reloads_under_load_drop_no_request() {
         let (probe, plain) = (&probe, plain.clone());
         async move {
             match probe.send(get(&format!("{plain}/who"), Some(host))).await {
-                Ok(r) if r.status == 200 => String::from_utf8_lossy(&r.body).into_owned(),
+                // The body, and the version a site rule stamps on responses.
+                Ok(r) if r.status == 200 => match r.header("x-config-version") {
+                    Some(v) => format!("{} v{v}", String::from_utf8_lossy(&r.body)),
+                    None => String::from_utf8_lossy(&r.body).into_owned(),
+                },
                 Ok(r) => r.status.as_str().to_owned(),
                 Err(e) => e,
             }
@@ -151,7 +155,7 @@ async fn twenty_reloads_under_load_drop_no_request() {
             7..=13 => How::Command,
             _ => How::File,
         };
-        // Each change swaps the origin of `localhost` and adds a site `siteN.test`.
+        // Each change swaps the origin of `localhost`, adds a site `siteN.test`...
         let (origin, expect) = if i.is_multiple_of(2) {
             (&b, "B")
         } else {
@@ -159,6 +163,11 @@ async fn twenty_reloads_under_load_drop_no_request() {
         };
         config.sites[0].origin = origin.url();
         config.sites.push(site(&format!("site{i}.test"), &a.url()));
+        // ...and changes a rule: the header it sets on localhost's responses.
+        config.sites[0]
+            .response_headers
+            .set
+            .insert("x-config-version".into(), i.to_string());
         if let How::File = how {
             config.reload.watch_interval = edge::config::ReloadConfig::default().watch_interval;
         }
@@ -177,7 +186,7 @@ async fn twenty_reloads_under_load_drop_no_request() {
         }
         let host: &'static str = Box::leak(format!("site{i}.test").into_boxed_str());
         loop {
-            if who("localhost").await == expect && who(host).await == "A" {
+            if who("localhost").await == format!("{expect} v{i}") && who(host).await == "A" {
                 break;
             }
             assert!(
@@ -200,7 +209,7 @@ async fn twenty_reloads_under_load_drop_no_request() {
             );
             assert_eq!(
                 who("localhost").await,
-                expect,
+                format!("{expect} v{i}"),
                 "still on the running config"
             );
             write_config(&path, &config);

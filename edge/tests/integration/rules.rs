@@ -304,3 +304,60 @@ fn a_bad_rule_is_refused_naming_the_site_the_rule_and_the_field() {
             .contains("set by the edge itself")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_replace_5xx_bodies_under_the_same_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("5xx.html");
+    std::fs::write(&page, "<h1>We will be right back</h1>").unwrap();
+    for proto in Proto::ALL {
+        let origin = TestOrigin::start().await;
+        origin.route(
+            "/busy",
+            Reply::status(503)
+                .body("stack trace of the origin")
+                .header("etag", "\"e\""),
+        );
+        origin.route("/broken", Reply::ok("never sent").reset_after(0));
+        origin.route("/fine", Reply::ok("fine"));
+        let page = page.clone();
+        let edge = TestEdge::start_with(&origin.url(), move |c| {
+            c.sites[0].error_pages = vec![edge::rules::ErrorPage {
+                status: vec![502, 503, 504],
+                file: page,
+                content_type: None,
+            }];
+        })
+        .await;
+        let c = edge.client(proto);
+        let busy = c.get(&edge.url(proto, "/busy")).await;
+        assert_eq!(busy.status, 503, "{proto:?}");
+        assert_eq!(busy.text(), "<h1>We will be right back</h1>");
+        assert_eq!(
+            busy.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert!(busy.header("etag").is_none());
+        let broken = c.get(&edge.url(proto, "/broken")).await;
+        assert_eq!(
+            broken.status, 502,
+            "{proto:?}: the edge's own 502 gets the page too"
+        );
+        assert_eq!(broken.text(), "<h1>We will be right back</h1>");
+        assert_eq!(c.get(&edge.url(proto, "/fine")).await.text(), "fine");
+        edge.stop().await;
+    }
+    let mut c = EdgeConfig::default();
+    let mut site = SiteConfig::new(&["a.test"], "http://127.0.0.1:1");
+    site.error_pages = vec![edge::rules::ErrorPage {
+        status: vec![503],
+        file: dir.path().join("missing.html"),
+        content_type: None,
+    }];
+    c.sites.push(site);
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("error_page 1") && err.contains("cannot read the file"),
+        "{err}"
+    );
+}
