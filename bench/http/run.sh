@@ -23,7 +23,9 @@
 #      H1_CONNS (64), H1_CONNS_BIG (16), H2_CONNS (64), H2_STREAMS (10), H2_CONNS_BIG (16),
 #      H3_CONNS (64), H3_STREAMS (10), H3_CONNS_BIG (16), MISS_CONNS (1),
 #      WORK (work dir, default a new /tmp/quicdn-http-bench.*; kept), SKIP_BUILD=1,
-#      EDGE_BIN, H3LOAD_BIN, CERTS_BIN (default target/release/*).
+#      EDGE_BIN, H3LOAD_BIN, CERTS_BIN (default target/release/*),
+#      EDGE_TEMPLATE (the edge's config template, default edge.toml; edge-rules.toml adds
+#      site rules to measure what the filter chain costs on the hit path).
 # Output: one Markdown table on stdout; WORK/table.md, WORK/results.jsonl (one JSON line per
 # measured run), raw tool outputs and server logs in WORK.
 # Runtime with the defaults: about 15 minutes after the build (26 rows x 3 x 10 s + warm-up).
@@ -49,6 +51,7 @@ H3_STREAMS=${H3_STREAMS:-10}
 H3_CONNS_BIG=${H3_CONNS_BIG:-16}
 MISS_CONNS=${MISS_CONNS:-1}
 EDGE_BIN=${EDGE_BIN:-$REPO/target/release/edge}
+EDGE_TEMPLATE=${EDGE_TEMPLATE:-$HERE/edge.toml}
 H3LOAD_BIN=${H3LOAD_BIN:-$REPO/target/release/h3load}
 CERTS_BIN=${CERTS_BIN:-$REPO/target/release/certs}
 
@@ -198,7 +201,7 @@ render() { # TEMPLATE OUT: each @VAR@ becomes $VAR
 }
 render "$HERE/nginx-origin.conf" "$WORK/origin/nginx.conf"
 render "$HERE/nginx-cache.conf" "$WORK/nginx/nginx.conf"
-render "$HERE/edge.toml" "$WORK/edge.toml"
+render "$EDGE_TEMPLATE" "$WORK/edge.toml"
 render "$HERE/varnish.vcl" "$WORK/varnish.vcl"
 render "$HERE/hitch.conf" "$WORK/hitch.conf"
 render "$HERE/Caddyfile" "$WORK/caddy/Caddyfile"
