@@ -193,6 +193,7 @@ impl Service {
             ctx: &ctx,
             parts: &parts,
             target: target.as_ref().map(|(h, p)| (h.as_str(), p.as_ref())),
+            site_rule: std::sync::OnceLock::new(),
         };
         let (mut served, site) = match (state.chain.on_request(&info), &target) {
             (Verdict::Respond(served), _) => (served, None),

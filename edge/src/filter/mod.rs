@@ -39,6 +39,19 @@ pub struct RequestInfo<'a> {
     pub parts: &'a http::request::Parts,
     /// The normalised host and path-and-query ([`crate::target`]), or why they were refused.
     pub target: Result<(&'a str, &'a str), &'a TargetError>,
+    /// The site's path rule this request matches, found once by the first site filter that
+    /// asks ([`RequestInfo::site_rule`]); every rule filter of a site shares its patterns.
+    pub site_rule: std::sync::OnceLock<Option<usize>>,
+}
+
+impl RequestInfo<'_> {
+    /// The index of the site's path rule for this request: `find` runs at most once.
+    pub fn site_rule(&self, find: impl FnOnce(&str) -> Option<usize>) -> Option<usize> {
+        *self.site_rule.get_or_init(|| match self.target {
+            Ok((_, path)) => find(path),
+            Err(_) => None,
+        })
+    }
 }
 
 /// What the cache key is built from; the `cache_key` phase may rewrite it.

@@ -61,6 +61,8 @@ impl Edits {
     }
 
     fn apply(&self, headers: &mut HeaderMap) {
+        // One growth of the map for all the additions, not one per crossing of its capacity.
+        headers.reserve(self.set.len() + self.add.len());
         for name in &self.remove {
             headers.remove(name);
         }
@@ -111,8 +113,8 @@ impl HeaderRules {
     }
 
     fn rule(&self, req: &RequestInfo<'_>) -> Option<&(Edits, Edits)> {
-        let (_, path) = req.target.ok()?;
-        self.rules.get(first_match(&self.patterns, path)?)
+        self.rules
+            .get(req.site_rule(|path| first_match(&self.patterns, path))?)
     }
 }
 

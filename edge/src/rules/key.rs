@@ -89,6 +89,12 @@ impl Compiled {
             && self.cookies.is_empty()
     }
 
+    /// Whether the key of `path_and_query` is itself: no query to rewrite and nothing added
+    /// (the common hit on a static file), so no new key is built.
+    fn keeps(&self, path_and_query: &str) -> bool {
+        !path_and_query.contains('?') && self.headers.is_empty() && self.cookies.is_empty()
+    }
+
     fn key(&self, path_and_query: &str, req: &http::request::Parts) -> String {
         let (path, query) = path_and_query
             .split_once('?')
@@ -190,14 +196,14 @@ impl Filter for KeyFilter {
     }
 
     fn cache_key(&self, req: &RequestInfo<'_>, _: &Site, key: &mut KeyParts<'_>) {
-        let Ok((_, path)) = req.target else {
-            return;
-        };
-        let Some(rule) = first_match(&self.patterns, path).and_then(|i| self.rules.get(i)) else {
+        let Some(rule) = req
+            .site_rule(|path| first_match(&self.patterns, path))
+            .and_then(|i| self.rules.get(i))
+        else {
             return;
         };
         key.bypass |= rule.bypass;
-        if !rule.is_identity() {
+        if !rule.is_identity() && !rule.keeps(&key.path_and_query) {
             key.path_and_query = Cow::Owned(rule.key(&key.path_and_query, req.parts));
         }
     }

@@ -47,13 +47,24 @@ pub(super) fn check(rule: &TtlRule) -> Result<(), String> {
 pub struct TtlRules {
     patterns: Vec<PathPattern>,
     rules: Vec<TtlRule>,
+    /// Per rule, its client TTL as the header value browsers get (built once).
+    client: Vec<Option<HeaderValue>>,
 }
 
 impl TtlRules {
     pub fn new(site: &SiteConfig, patterns: &[PathPattern]) -> Self {
+        let client = site
+            .rules
+            .iter()
+            .map(|r| {
+                let ttl = r.ttl.client?;
+                HeaderValue::from_str(&format!("max-age={}", ttl.as_secs())).ok()
+            })
+            .collect();
         Self {
             patterns: patterns.to_vec(),
             rules: site.rules.iter().map(|r| r.ttl.clone()).collect(),
+            client,
         }
     }
 
@@ -179,17 +190,19 @@ impl Filter for ClientTtl {
     }
 
     fn on_response(&self, req: &RequestInfo<'_>, _: Option<&Site>, response: &mut Response<Body>) {
-        let Ok((_, path)) = req.target else {
-            return;
-        };
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
             return;
         }
-        if let Some(client) = self.rules.rule(path).and_then(|r| r.client)
-            && let Ok(v) = HeaderValue::from_str(&format!("max-age={}", client.as_secs()))
+        let rules = &self.rules;
+        if let Some(value) = req
+            .site_rule(|path| first_match(&rules.patterns, path))
+            .and_then(|i| rules.client.get(i))
+            .and_then(Option::as_ref)
         {
-            response.headers_mut().insert(header::CACHE_CONTROL, v);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, value.clone());
         }
     }
 }
