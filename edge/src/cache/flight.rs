@@ -236,7 +236,7 @@ impl Inner {
                 parts.headers.remove(header::IF_NONE_MATCH);
                 parts.headers.remove(header::IF_MODIFIED_SINCE);
             }
-            let request_time = SystemTime::now();
+            let request_time = self.clock.now();
             self.counters.origin_fetches.inc();
             let response = match upstream
                 .fetch(Request::from_parts(parts, body::empty()))
@@ -252,7 +252,7 @@ impl Inner {
                     return;
                 }
             };
-            let response_time = SystemTime::now();
+            let response_time = self.clock.now();
             let (mut parts, body) = response.into_parts();
             crate::headers::strip_hop_by_hop(&mut parts.headers);
             ensure_date(&mut parts.headers, response_time);

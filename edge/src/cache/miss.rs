@@ -75,7 +75,7 @@ impl Inner {
             meta.facts(),
             meta.status(),
             (meta.request_time(), meta.response_time()),
-            SystemTime::now(),
+            self.clock.now(),
             &self.policy,
         )
     }

@@ -22,6 +22,8 @@ pub mod range;
 mod respond;
 mod slices;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,21 @@ use crate::origin::OriginError;
 /// Where cache misses go: bound to a site ([`crate::upstream`]); tests may fake it.
 pub trait Upstream: Send + Sync + 'static {
     fn fetch(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, OriginError>>;
+}
+
+/// The wall clock the cache reads for HTTP dates, ages and freshness; unit tests pass a fake
+/// one to move time without waiting.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
 }
 
 /// Sizes and knobs of the cache, from config.
@@ -102,6 +119,7 @@ struct Inner {
     pass_seq: std::sync::atomic::AtomicU64,
     slice_flights: slices::SliceFlights,
     counters: CacheCounters,
+    clock: Arc<dyn Clock>,
 }
 
 /// The outcome of one origin request, shared with every request that waited for it.
@@ -149,6 +167,17 @@ impl Cache {
         limits: CacheLimits,
         counters: CacheCounters,
     ) -> Self {
+        Self::with_clock(store, policy, limits, counters, Arc::new(SystemClock))
+    }
+
+    /// As [`Cache::new`], reading time from `clock`.
+    pub fn with_clock(
+        store: Arc<Store>,
+        policy: PolicyConfig,
+        limits: CacheLimits,
+        counters: CacheCounters,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let passes = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(limits.pass_memory)
@@ -163,6 +192,7 @@ impl Cache {
                 pass_seq: Default::default(),
                 slice_flights: Default::default(),
                 counters,
+                clock,
             }),
         }
     }

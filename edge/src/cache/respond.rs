@@ -24,7 +24,7 @@ impl Inner {
         let stored_headers = meta.header_map().clone();
         let age =
             meta.facts()
-                .current_age(meta.request_time(), meta.response_time(), SystemTime::now());
+                .current_age(meta.request_time(), meta.response_time(), self.clock.now());
         if policy::evaluate_conditional(lookup.method, lookup.headers, &stored_headers)
             == Conditional::NotModified
         {
@@ -77,7 +77,7 @@ impl Inner {
         let headers = head.header_map().clone();
         let facts = head.facts();
         let (lifetime, _) = facts.lifetime(head.status(), head.response_time(), &self.policy);
-        let age = facts.current_age(head.request_time(), head.response_time(), SystemTime::now());
+        let age = facts.current_age(head.request_time(), head.response_time(), self.clock.now());
         let status = CacheStatus {
             ttl: Some(lifetime.as_secs() as i64 - age.as_secs() as i64),
             ..CacheStatus::default()
