@@ -175,3 +175,31 @@ fn a_group_and_an_origin_are_exclusive() {
             .contains("set `origin` or `origins`")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_origin_times_out_on_its_own_first_byte_timeout() {
+    let (slow, fast) = (saying("slow").await, saying("fast").await);
+    slow.route("/who", Reply::hang());
+    let mut primary = member(&slow.url(), 0, 1);
+    primary.first_byte_timeout = Some(Duration::from_millis(300));
+    let edge = TestEdge::start_with(&slow.url(), |c| {
+        group(
+            c,
+            vec![primary, member(&fast.url(), 1, 1)],
+            OriginHealth::default(),
+        );
+    })
+    .await;
+    let client = edge.client(Proto::H1);
+    let start = Instant::now();
+    let r = client.get(&edge.url(Proto::H1, "/who")).await;
+    assert_eq!(r.text(), "fast");
+    // The global first-byte timeout is 30 s: the origin's own 300 ms moved it on.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(slow.hits("/who"), 1);
+    edge.stop().await;
+}
