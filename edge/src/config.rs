@@ -515,7 +515,9 @@ pub enum SchemePolicy {
 }
 
 impl EdgeConfig {
-    /// Checks what the types cannot: called right after parsing.
+    /// Checks what the types cannot: called right after parsing. A flat list of independent
+    /// checks, one per key, each naming the key: longer than a function should be, simpler
+    /// than splitting it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.listen.https.is_none() && self.listen.http.is_none() {

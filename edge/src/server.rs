@@ -46,6 +46,9 @@ impl Edge {
 
     /// As [`Edge::start`]; reloads (SIGHUP, a change of the config file, `POST /reload`)
     /// read the config again from `source`.
+    ///
+    /// Long but linear: each listener is bound, then each task started, in the order the
+    /// next step needs (Alt-Svc needs the bound UDP port, the service needs Alt-Svc).
     pub async fn start_with(
         mut config: EdgeConfig,
         source: Option<ConfigSource>,

@@ -5,7 +5,8 @@ use super::*;
 
 impl Inner {
     /// Sends the request through an existing flight for `key`, or starts one. `stale` is the
-    /// stored entry being revalidated, if any.
+    /// stored entry being revalidated, if any. Long: one match over what the flight landed,
+    /// each arm serving, passing or moving to another variant with this request's own state.
     pub(super) async fn fetch(
         self: Arc<Self>,
         lookup: &Lookup<'_>,
@@ -209,7 +210,9 @@ impl Inner {
     }
 
     /// The flight itself: one origin request, its outcome published to every waiter, and a
-    /// fill run to completion when the response is storable.
+    /// fill run to completion when the response is storable. Long (to be split with the
+    /// coalescer type): request, at most one unconditional retry after a 304, then store or
+    /// pass, every step publishing on the same `landed` channel.
     pub(super) async fn fly(
         self: &Arc<Self>,
         key: &str,

@@ -130,7 +130,8 @@ impl Inner {
         )
     }
 
-    /// Builds the response (200, 206 single or multipart, or 416) from a body source.
+    /// Builds the response (200, 206 single or multipart, or 416) from a body source. One
+    /// decision over the range answer, each arm building its body and headers together.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn respond(
         self: &Arc<Self>,

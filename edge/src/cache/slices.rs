@@ -368,6 +368,8 @@ impl Inner {
     /// The origin ignored `Range` and sent the whole object: store every slice from the
     /// stream (so it is read once), and hand back slice `wanted` as soon as it has passed.
     /// The stream is read to its end in the background, on the flight that asked for it.
+    /// Long because the background reader's state (the slice being filled, the waiters) is
+    /// local to it.
     async fn slices_from_full_body(
         self: &Arc<Self>,
         object: &Arc<Meta>,

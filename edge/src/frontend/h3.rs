@@ -257,6 +257,8 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// One HTTP/3 connection from handshake to close. Long because it is one `select!` loop
+/// whose arms share the connection's state (streams in flight, GOAWAY, the close linger).
 async fn connection(
     incoming: quinn::Incoming,
     service: Arc<Service>,

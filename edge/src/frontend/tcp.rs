@@ -111,6 +111,8 @@ fn builder(limits: &TcpLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// One TCP connection: TLS, protocol choice, and its timeouts. Long because its limits
+/// (first request, idle, send) wrap one hyper connection future in one place.
 #[allow(clippy::too_many_arguments)] // one connection's inputs, passed once per accept
 async fn connection(
     stream: TcpStream,
