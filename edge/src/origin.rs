@@ -124,6 +124,19 @@ impl OriginError {
     pub fn is_origin_fault(&self) -> bool {
         !matches!(self, Self::ClientBody(_) | Self::Request(_))
     }
+
+    /// Whether another origin (or a later try) may succeed where this one failed: the
+    /// origin's own failures, not a request that cannot be built or a client's bad body.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::ConnectTimeout
+            | Self::Connect(_)
+            | Self::FirstByteTimeout(_)
+            | Self::Protocol(_)
+            | Self::Body(_) => true,
+            Self::Request(_) | Self::ClientBody(_) => false,
+        }
+    }
 }
 
 /// The origin body stopped for longer than the idle timeout.
@@ -324,6 +337,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_origins_own_failures_are_retried_elsewhere() {
+        assert!(OriginError::ConnectTimeout.is_retryable());
+        assert!(OriginError::FirstByteTimeout(Duration::from_secs(1)).is_retryable());
+        assert!(OriginError::Connect("refused".into()).is_retryable());
+        assert!(!OriginError::ClientBody("bad chunk".into()).is_retryable());
+        assert!(!OriginError::Request("no authority".into()).is_retryable());
+    }
 
     #[test]
     fn origin_urls_parse_and_join() {

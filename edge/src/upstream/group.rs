@@ -275,7 +275,7 @@ impl Upstream for GroupUpstream {
                         inner.succeeded(member);
                         return Ok(response);
                     }
-                    Err(e) if e.is_origin_fault() => {
+                    Err(e) if e.is_retryable() => {
                         inner.failed(member, &e.to_string());
                         if !more {
                             return Err(e);
