@@ -175,11 +175,6 @@ impl Service {
         self.health.is_draining()
     }
 
-    /// The global filter chain's names, in order.
-    pub fn filters(&self) -> Vec<&'static str> {
-        self.state.load().chain.names().to_vec()
-    }
-
     /// Answers one request. Never fails: every problem becomes a response with a clear status.
     pub async fn handle(&self, ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
         let state = self.state.load_full();
@@ -201,15 +196,12 @@ impl Service {
                 self.route(&state, &info, host, path, req_body).await
             }
             // Without the target-check filter, a target that cannot be routed is still refused.
-            (Verdict::Continue, Err(e)) => (
-                cache::error_response(StatusCode::BAD_REQUEST, &e.to_string()),
-                None,
-            ),
+            (Verdict::Continue, Err(e)) => (filter::target_refused(e), None),
         };
         self.finish(&state, &info, site.as_deref(), &mut served);
         let complete = http_body::Body::is_end_stream(served.response.body());
         let logs = state.chain.logs();
-        let record = AccessRecord {
+        let mut record = AccessRecord {
             method: parts.method,
             // Only logging filters read these: no allocations for them when there are none.
             host: match (logs, &target) {
@@ -229,7 +221,6 @@ impl Service {
             ctx,
             state,
         };
-        let mut record = record;
         served.response.map(|inner| {
             body::tap(inner, move |t| {
                 // The whole record moves in (not copies of its fields): it is written by its
@@ -261,6 +252,7 @@ impl Service {
             return (refused, None);
         };
         let site = site.clone();
+        let _ = info.site_rule.set(site.rule_for(path_and_query));
         let verdict = match state.chain.on_site(info, &site) {
             Verdict::Continue => site.filters.on_site(info, &site),
             respond => respond,
@@ -283,8 +275,13 @@ impl Service {
         path_and_query: &str,
         req_body: Body,
     ) -> Served {
-        // The upstream gets the target as a URI: refuse here what cannot be one.
-        let target: http::Uri = match path_and_query.parse() {
+        // The upstream gets the target as a URI: refuse here what cannot be one. A target that
+        // normalisation left as it was is the request's own, already parsed: no new parse.
+        let target = match info.parts.uri.path_and_query() {
+            Some(own) if own.as_str() == path_and_query => Ok(http::Uri::from(own.clone())),
+            _ => path_and_query.parse::<http::Uri>(),
+        };
+        let target = match target {
             Ok(uri) => uri,
             Err(e) => {
                 return cache::error_response(

@@ -18,6 +18,15 @@ pub struct Site {
     pub filters: Chain,
     /// Where its misses go.
     pub upstream: Arc<dyn Upstream>,
+    /// Its path rules' patterns, in order (the rule filters hold what each rule does).
+    pub rules: Arc<[crate::rules::PathPattern]>,
+}
+
+impl Site {
+    /// The first path rule whose pattern matches the path of `path_and_query`.
+    pub fn rule_for(&self, path_and_query: &str) -> Option<usize> {
+        crate::rules::first_match(&self.rules, path_and_query)
+    }
 }
 
 impl std::fmt::Debug for Site {
@@ -68,6 +77,7 @@ impl Sites {
                 forward_host: config.forward_host,
                 scheme: config.scheme,
                 filters: Chain::new(parts.filters),
+                rules: parts.patterns,
             });
             for host in &config.hosts {
                 let host = host.trim().trim_end_matches('.').to_ascii_lowercase();

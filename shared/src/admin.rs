@@ -70,30 +70,15 @@ pub async fn serve<F>(
         let (answer, builder, reloader) = (answer.clone(), builder.clone(), reloader.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let reload = match (req.uri().path(), &reloader) {
-                    ("/reload", Some(r)) => Some((req.method() == http::Method::POST, r.clone())),
-                    _ => None,
+                // Answered at once, or (`/reload` with a reloader) after the reload.
+                let now = match (req.uri().path(), &reloader) {
+                    ("/reload", Some(r)) => Err((r.clone(), req.method() == http::Method::POST)),
+                    (path, _) => Ok(answer(path)),
                 };
-                let a = reload.is_none().then(|| answer(req.uri().path()));
                 async move {
-                    let a = match (a, reload) {
-                        (Some(a), _) => a,
-                        (None, Some((true, r))) => match r.reload(Trigger::Request).await {
-                            Ok(summary) => AdminResponse::text(
-                                StatusCode::OK,
-                                format!("reloaded: {summary}\n"),
-                            ),
-                            Err(e) => AdminResponse::text(
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                format!(
-                                    "reload rejected, the running configuration stays in use: {e:#}\n"
-                                ),
-                            ),
-                        },
-                        (None, _) => AdminResponse::text(
-                            StatusCode::METHOD_NOT_ALLOWED,
-                            "reload: use POST\n",
-                        ),
+                    let a = match now {
+                        Ok(a) => a,
+                        Err((reloader, post)) => reload_answer(&reloader, post).await,
                     };
                     Ok::<_, Infallible>(to_response(a))
                 }
@@ -102,6 +87,20 @@ pub async fn serve<F>(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// `POST /reload`: 200 with what was applied, 422 with why the new config was rejected.
+async fn reload_answer(reloader: &Reloader, post: bool) -> AdminResponse {
+    if !post {
+        return AdminResponse::text(StatusCode::METHOD_NOT_ALLOWED, "reload: use POST\n");
+    }
+    match reloader.reload(Trigger::Request).await {
+        Ok(summary) => AdminResponse::text(StatusCode::OK, format!("reloaded: {summary}\n")),
+        Err(e) => AdminResponse::text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload rejected, the running configuration stays in use: {e:#}\n"),
+        ),
     }
 }
 

@@ -92,6 +92,11 @@ impl Filter for Health {
     }
 }
 
+/// The answer to a target that did not normalise: 400 with the reason.
+pub fn target_refused(e: &crate::target::TargetError) -> Served {
+    cache::error_response(StatusCode::BAD_REQUEST, &e.to_string())
+}
+
 /// Refuses a request whose target did not normalise (RFC 9112 3.2, RFC 3986 5.2.4).
 pub struct TargetCheck;
 
@@ -107,10 +112,7 @@ impl Filter for TargetCheck {
     fn on_request(&self, req: &RequestInfo<'_>) -> Verdict {
         match req.target {
             Ok(_) => Verdict::Continue,
-            Err(e) => Verdict::Respond(cache::error_response(
-                StatusCode::BAD_REQUEST,
-                &e.to_string(),
-            )),
+            Err(e) => Verdict::Respond(target_refused(e)),
         }
     }
 }

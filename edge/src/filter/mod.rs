@@ -30,7 +30,7 @@ use crate::target::TargetError;
 
 pub use guards::{
     AccessLog, AltSvc, ConnectRefused, Forwarded, Health, HealthState, LoopDetect,
-    RestoreCacheControl, TargetCheck,
+    RestoreCacheControl, TargetCheck, target_refused,
 };
 
 /// What a filter sees of a request.
@@ -39,18 +39,15 @@ pub struct RequestInfo<'a> {
     pub parts: &'a http::request::Parts,
     /// The normalised host and path-and-query ([`crate::target`]), or why they were refused.
     pub target: Result<(&'a str, &'a str), &'a TargetError>,
-    /// The site's path rule this request matches, found once by the first site filter that
-    /// asks ([`RequestInfo::site_rule`]); every rule filter of a site shares its patterns.
+    /// The site's path rule this request matches: set once the site is known
+    /// ([`crate::sites::Site::rule_for`]), read by the site's rule filters.
     pub site_rule: std::sync::OnceLock<Option<usize>>,
 }
 
 impl RequestInfo<'_> {
-    /// The index of the site's path rule for this request: `find` runs at most once.
-    pub fn site_rule(&self, find: impl FnOnce(&str) -> Option<usize>) -> Option<usize> {
-        *self.site_rule.get_or_init(|| match self.target {
-            Ok((_, path)) => find(path),
-            Err(_) => None,
-        })
+    /// The index of the site's path rule for this request (none before the site is known).
+    pub fn site_rule(&self) -> Option<usize> {
+        self.site_rule.get().copied().flatten()
     }
 }
 

@@ -3,7 +3,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::{HeaderEdits, PathPattern, RuleError, first_match, invalid};
+use super::{HeaderEdits, RuleError, invalid};
 use crate::body::{self, Body};
 use crate::cache::Served;
 use crate::config::SiteConfig;
@@ -79,14 +79,13 @@ impl Edits {
 pub struct HeaderRules {
     site_request: Edits,
     site_response: Edits,
-    patterns: Vec<PathPattern>,
     /// Per rule: (request edits, response edits).
     rules: Vec<(Edits, Edits)>,
 }
 
 impl HeaderRules {
     /// `None` when the site edits no header anywhere.
-    pub fn new(site: &SiteConfig, patterns: &[PathPattern]) -> Result<Option<Self>, RuleError> {
+    pub fn new(site: &SiteConfig) -> Result<Option<Self>, RuleError> {
         let any = !site.request_headers.is_empty()
             || !site.response_headers.is_empty()
             || site
@@ -107,14 +106,12 @@ impl HeaderRules {
         Ok(Some(Self {
             site_request: Edits::parse(&site.request_headers, "request_headers")?,
             site_response: Edits::parse(&site.response_headers, "response_headers")?,
-            patterns: patterns.to_vec(),
             rules,
         }))
     }
 
     fn rule(&self, req: &RequestInfo<'_>) -> Option<&(Edits, Edits)> {
-        self.rules
-            .get(req.site_rule(|path| first_match(&self.patterns, path))?)
+        self.rules.get(req.site_rule()?)
     }
 }
 

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use http::header::{self, HeaderName};
 
-use super::{KeyRule, PathPattern, QueryKey, RuleError, first_match, invalid};
+use super::{KeyRule, QueryKey, RuleError, invalid};
 use crate::config::SiteConfig;
 use crate::filter::{Filter, KeyParts, Phases, RequestInfo};
 use crate::sites::Site;
@@ -161,12 +161,11 @@ fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str>
 
 /// The key rules (and bypass) of a site's path rules.
 pub struct KeyFilter {
-    patterns: Vec<PathPattern>,
     rules: Vec<Compiled>,
 }
 
 impl KeyFilter {
-    pub fn new(site: &SiteConfig, patterns: &[PathPattern]) -> Result<Self, RuleError> {
+    pub fn new(site: &SiteConfig) -> Result<Self, RuleError> {
         let rules = site
             .rules
             .iter()
@@ -179,10 +178,7 @@ impl KeyFilter {
                 )
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            patterns: patterns.to_vec(),
-            rules,
-        })
+        Ok(Self { rules })
     }
 }
 
@@ -196,10 +192,7 @@ impl Filter for KeyFilter {
     }
 
     fn cache_key(&self, req: &RequestInfo<'_>, _: &Site, key: &mut KeyParts<'_>) {
-        let Some(rule) = req
-            .site_rule(|path| first_match(&self.patterns, path))
-            .and_then(|i| self.rules.get(i))
-        else {
+        let Some(rule) = req.site_rule().and_then(|i| self.rules.get(i)) else {
             return;
         };
         key.bypass |= rule.bypass;

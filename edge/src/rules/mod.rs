@@ -153,6 +153,7 @@ pub fn check(site: &SiteConfig) -> Result<(), RuleError> {
 struct Compiled {
     filters: Vec<Arc<dyn Filter>>,
     ttl: Option<Arc<ttl::TtlRules>>,
+    patterns: Arc<[PathPattern]>,
 }
 
 impl Compiled {
@@ -175,14 +176,15 @@ impl Compiled {
                 port: site.https_port.or(https_port),
             }));
         }
-        if let Some(f) = HeaderRules::new(site, &patterns)? {
+        let patterns: Arc<[PathPattern]> = patterns.into();
+        if let Some(f) = HeaderRules::new(site)? {
             filters.push(Arc::new(f));
         }
         if site.rules.iter().any(|r| r.bypass || !r.key.is_empty()) {
-            filters.push(Arc::new(KeyFilter::new(site, &patterns)?));
+            filters.push(Arc::new(KeyFilter::new(site)?));
         }
         let ttl = match site.rules.iter().any(|r| !r.ttl.is_empty()) {
-            true => Some(Arc::new(ttl::TtlRules::new(site, &patterns))),
+            true => Some(Arc::new(ttl::TtlRules::new(site, patterns.clone()))),
             false => None,
         };
         if let Some(rules) = &ttl {
@@ -194,13 +196,19 @@ impl Compiled {
         if let Some(pages) = ErrorPages::load(&site.error_pages)? {
             filters.push(Arc::new(pages));
         }
-        Ok(Self { filters, ttl })
+        Ok(Self {
+            filters,
+            ttl,
+            patterns,
+        })
     }
 }
 
 /// What a site's rules make of it.
 pub struct SiteParts {
     pub filters: Vec<Arc<dyn Filter>>,
+    /// The path rules' patterns ([`crate::sites::Site::rule_for`]).
+    pub patterns: Arc<[PathPattern]>,
     /// The site's upstream, wrapped for its TTL rules if it has any.
     pub upstream: Arc<dyn Upstream>,
 }
@@ -222,12 +230,13 @@ pub fn build(
     };
     Ok(SiteParts {
         filters: compiled.filters,
+        patterns: compiled.patterns,
         upstream,
     })
 }
 
 /// The index of the first rule whose pattern matches the path of `path_and_query`.
-fn first_match(patterns: &[PathPattern], path_and_query: &str) -> Option<usize> {
+pub(crate) fn first_match(patterns: &[PathPattern], path_and_query: &str) -> Option<usize> {
     let path = path_and_query
         .split_once('?')
         .map_or(path_and_query, |(p, _)| p);

@@ -45,14 +45,14 @@ pub(super) fn check(rule: &TtlRule) -> Result<(), String> {
 /// The TTL rules of a site's path rules, by pattern.
 #[derive(Debug)]
 pub struct TtlRules {
-    patterns: Vec<PathPattern>,
+    patterns: Arc<[PathPattern]>,
     rules: Vec<TtlRule>,
     /// Per rule, its client TTL as the header value browsers get (built once).
     client: Vec<Option<HeaderValue>>,
 }
 
 impl TtlRules {
-    pub fn new(site: &SiteConfig, patterns: &[PathPattern]) -> Self {
+    pub fn new(site: &SiteConfig, patterns: Arc<[PathPattern]>) -> Self {
         let client = site
             .rules
             .iter()
@@ -62,7 +62,7 @@ impl TtlRules {
             })
             .collect();
         Self {
-            patterns: patterns.to_vec(),
+            patterns,
             rules: site.rules.iter().map(|r| r.ttl.clone()).collect(),
             client,
         }
@@ -95,11 +95,16 @@ impl Upstream for TtlUpstream {
     }
 }
 
+/// 404 and 410: the answers negative caching keeps.
+fn is_negative(status: StatusCode) -> bool {
+    status == StatusCode::NOT_FOUND || status == StatusCode::GONE
+}
+
 /// The lifetime `rule` gives a response with these headers, if it changes it.
 fn edge_ttl(rule: &TtlRule, status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
     let cc = CacheControl::parse(headers);
     let shareable = !(cc.no_store || cc.private);
-    if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+    if is_negative(status) {
         return rule.negative.filter(|_| shareable);
     }
     if !(status.is_success() || status.is_redirection()) {
@@ -142,10 +147,8 @@ fn apply(rule: &TtlRule, status: StatusCode, headers: &mut HeaderMap) {
         .map(HeaderValue::as_bytes)
         .collect::<Vec<_>>()
         .join(&b", "[..]);
-    let overridden = rule.override_ttl.is_some()
-        && status != StatusCode::NOT_FOUND
-        && status != StatusCode::GONE;
-    let negative = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
+    let negative = is_negative(status);
+    let overridden = rule.override_ttl.is_some() && !negative;
     // What still applies at the edge: the stale rules and must-revalidate, unless overridden.
     let mut kept: Vec<String> = policy::list_members(headers, &header::CACHE_CONTROL, true)
         .into_iter()
@@ -196,7 +199,7 @@ impl Filter for ClientTtl {
         }
         let rules = &self.rules;
         if let Some(value) = req
-            .site_rule(|path| first_match(&rules.patterns, path))
+            .site_rule()
             .and_then(|i| rules.client.get(i))
             .and_then(Option::as_ref)
         {

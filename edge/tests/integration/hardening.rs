@@ -753,6 +753,70 @@ async fn idle_h3_connections_make_room_for_new_ones() {
     drop(idle);
 }
 
+/// The slice size of the finding-2 tests.
+const SLICE: u64 = 64 * 1024;
+
+/// A 4-slice object that is version 1 (the pattern, ETag "v1") until `version` turns 2, then
+/// 0xAA bytes with ETag "v2". `v1_slice1` shapes v1's answer for slice 1, `v2_slice2` v2's
+/// for slice 2, `v2_other` every other v2 answer (delays and trickles set up the race).
+fn two_versions(
+    version: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    v1_slice1: fn(Reply) -> Reply,
+    v2_slice2: fn(Reply) -> Reply,
+    v2_other: fn(Reply) -> Reply,
+) -> Reply {
+    Reply::dynamic(move |req| {
+        let range = req
+            .headers
+            .get("range")
+            .and_then(|r| r.to_str().ok())
+            .unwrap_or("");
+        let v1 = || Reply::generated(4 * SLICE).header("etag", "\"v1\"");
+        let v2 = || Reply::ok(vec![0xAAu8; 4 * SLICE as usize]).header("etag", "\"v2\"");
+        let reply = match version.load(std::sync::atomic::Ordering::SeqCst) {
+            1 if range.starts_with("bytes=65536-") => v1_slice1(v1()),
+            1 => v1(),
+            _ if range.starts_with("bytes=131072-") => v2_slice2(v2()),
+            _ => v2_other(v2()),
+        };
+        reply
+            .header("accept-ranges", "bytes")
+            .header("cache-control", "max-age=600")
+    })
+}
+
+type WholeRead = (Result<(Option<http::HeaderValue>, u64), String>, Vec<u8>);
+
+/// A whole GET of `url` in the background: its ETag and length (or error), and its bytes.
+fn whole_read(edge: &TestEdge, url: &str) -> tokio::task::JoinHandle<WholeRead> {
+    let c = edge.client(Proto::H1);
+    let url = url.to_owned();
+    tokio::spawn(async move {
+        let mut body = Vec::new();
+        let got = c.get_streaming(&url, |d| body.extend_from_slice(d)).await;
+        (
+            got.map(|(parts, len)| (parts.headers.get("etag").cloned(), len)),
+            body,
+        )
+    })
+}
+
+/// The rule of finding 2: a complete body is all v1 under v1's ETag; otherwise it was cut
+/// short (the client sees a failed transfer), and what arrived is still v1's. Never a mix.
+fn assert_all_v1_or_cut_short(got: Result<(Option<http::HeaderValue>, u64), String>, body: &[u8]) {
+    println!("the v1 reader got {} of {} bytes", body.len(), 4 * SLICE);
+    match got {
+        Ok((etag, len)) if len == 4 * SLICE => {
+            assert_eq!(etag.as_ref().map(|e| e.to_str().unwrap()), Some("\"v1\""));
+            assert_eq!(pattern_check(0, body), Ok(()), "a complete body is all v1");
+        }
+        _ => assert!(
+            pattern_check(0, body).is_ok() && (body.len() as u64) < 4 * SLICE,
+            "what arrived is v1's"
+        ),
+    }
+}
+
 /// Finding 2: slice fetches were shared by a key without the version, so a reader of
 /// version 1 could get a slice fetched for version 2 and serve it as a valid body. Here a
 /// whole read of v1 waits on a slow slice 1 while a client that forces revalidation learns
@@ -764,34 +828,16 @@ async fn idle_h3_connections_make_room_for_new_ones() {
 async fn a_reader_never_gets_a_slice_of_another_version() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU8, Ordering};
-    const SLICE: u64 = 64 * 1024;
     let origin = TestOrigin::start().await;
     let version = Arc::new(AtomicU8::new(1));
-    let v = version.clone();
     origin.route(
         "/mv",
-        Reply::dynamic(move |req| {
-            let range = req
-                .headers
-                .get("range")
-                .and_then(|r| r.to_str().ok())
-                .unwrap_or("");
-            let reply = match v.load(Ordering::SeqCst) {
-                1 if range.starts_with("bytes=65536-") => Reply::generated(4 * SLICE)
-                    .header("etag", "\"v1\"")
-                    .delay(Duration::from_millis(1500)),
-                1 => Reply::generated(4 * SLICE).header("etag", "\"v1\""),
-                _ if range.starts_with("bytes=131072-") => {
-                    Reply::ok(vec![0xAAu8; 4 * SLICE as usize])
-                        .header("etag", "\"v2\"")
-                        .trickle(4096, Duration::from_millis(150))
-                }
-                _ => Reply::ok(vec![0xAAu8; 4 * SLICE as usize]).header("etag", "\"v2\""),
-            };
-            reply
-                .header("accept-ranges", "bytes")
-                .header("cache-control", "max-age=600")
-        }),
+        two_versions(
+            version.clone(),
+            |r| r.delay(Duration::from_millis(1500)),
+            |r| r.trickle(4096, Duration::from_millis(150)),
+            |r| r,
+        ),
     );
     let edge = TestEdge::start_with(&origin.url(), |c| {
         c.cache.slice_size = bytesize::ByteSize::b(SLICE);
@@ -805,18 +851,7 @@ async fn a_reader_never_gets_a_slice_of_another_version() {
         .await;
     assert_eq!(first.header("etag"), Some("\"v1\""));
     // The v1 reader: slice 0 at once, then waits on slice 1.
-    let reader = {
-        let c = edge.client(Proto::H1);
-        let url = url.clone();
-        tokio::spawn(async move {
-            let mut body = Vec::new();
-            let got = c.get_streaming(&url, |d| body.extend_from_slice(d)).await;
-            (
-                got.map(|(parts, len)| (parts.headers.get("etag").cloned(), len)),
-                body,
-            )
-        })
-    };
+    let reader = whole_read(&edge, &url);
     tokio::time::sleep(Duration::from_millis(300)).await;
     version.store(2, Ordering::SeqCst);
     // Learns v2; its slice 2 is slow, and still being fetched when the v1 reader needs it.
@@ -831,18 +866,7 @@ async fn a_reader_never_gets_a_slice_of_another_version() {
     let (v2, (got, body)) = tokio::join!(v2, async { reader.await.unwrap() });
     assert_eq!(v2.header("etag"), Some("\"v2\""));
     assert!(v2.body.iter().all(|b| *b == 0xAA), "v2 bytes for v2");
-    println!("the v1 reader got {} of {} bytes", body.len(), 4 * SLICE);
-    match got {
-        Ok((etag, len)) if len == 4 * SLICE => {
-            assert_eq!(etag.as_ref().map(|e| e.to_str().unwrap()), Some("\"v1\""));
-            assert_eq!(pattern_check(0, &body), Ok(()), "a complete body is all v1");
-        }
-        // Cut short: the client sees a failed transfer, never a mix.
-        _ => assert!(
-            pattern_check(0, &body).is_ok() && (body.len() as u64) < 4 * SLICE,
-            "what arrived is v1's"
-        ),
-    }
+    assert_all_v1_or_cut_short(got, &body);
 }
 
 /// Finding 2, the shape that mixed versions: a reader of v1 needs slice 2 while a reader of
@@ -854,39 +878,19 @@ async fn a_reader_never_gets_a_slice_of_another_version() {
 async fn a_v1_reader_never_joins_the_fetch_of_a_v2_slice() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU8, Ordering};
-    const SLICE: u64 = 64 * 1024;
     let origin = TestOrigin::start().await;
     let version = Arc::new(AtomicU8::new(1));
-    let v = version.clone();
     origin.route(
         "/mv2",
-        Reply::dynamic(move |req| {
-            let range = req
-                .headers
-                .get("range")
-                .and_then(|r| r.to_str().ok())
-                .unwrap_or("");
-            let reply = match v.load(Ordering::SeqCst) {
-                1 if range.starts_with("bytes=65536-") => Reply::generated(4 * SLICE)
-                    .header("etag", "\"v1\"")
-                    .delay(Duration::from_millis(2500)),
-                1 => Reply::generated(4 * SLICE).header("etag", "\"v1\""),
-                // v2's slice 2 is slow: still in flight when the v1 reader gets to it.
-                _ if range.starts_with("bytes=131072-") => {
-                    Reply::ok(vec![0xAAu8; 4 * SLICE as usize])
-                        .header("etag", "\"v2\"")
-                        .delay(Duration::from_millis(2500))
-                }
-                // The whole v2 body (the revalidation's) streams slowly: its fill stops at
-                // the end of slice 0, when its reader has left, and stores no slice 2.
-                _ => Reply::ok(vec![0xAAu8; 4 * SLICE as usize])
-                    .header("etag", "\"v2\"")
-                    .trickle(8192, Duration::from_millis(100)),
-            };
-            reply
-                .header("accept-ranges", "bytes")
-                .header("cache-control", "max-age=600")
-        }),
+        two_versions(
+            version.clone(),
+            |r| r.delay(Duration::from_millis(2500)),
+            // v2's slice 2 is slow: still in flight when the v1 reader gets to it.
+            |r| r.delay(Duration::from_millis(2500)),
+            // The whole v2 body (the revalidation's) streams slowly: its fill stops at the
+            // end of slice 0, when its reader has left, and stores no slice 2.
+            |r| r.trickle(8192, Duration::from_millis(100)),
+        ),
     );
     let edge = TestEdge::start_with(&origin.url(), |c| {
         c.cache.slice_size = bytesize::ByteSize::b(SLICE);
@@ -899,18 +903,7 @@ async fn a_v1_reader_never_joins_the_fetch_of_a_v2_slice() {
         .await;
     assert_eq!(first.header("etag"), Some("\"v1\""));
     // The v1 reader: slice 0 from the store at once, then waits 2.5 s on slice 1.
-    let reader = {
-        let c = edge.client(Proto::H1);
-        let url = url.clone();
-        tokio::spawn(async move {
-            let mut body = Vec::new();
-            let got = c.get_streaming(&url, |d| body.extend_from_slice(d)).await;
-            (
-                got.map(|(parts, len)| (parts.headers.get("etag").cloned(), len)),
-                body,
-            )
-        })
-    };
+    let reader = whole_read(&edge, &url);
     tokio::time::sleep(Duration::from_millis(300)).await;
     version.store(2, Ordering::SeqCst);
     // A revalidation stores v2's head (and slice 0)...
@@ -933,15 +926,5 @@ async fn a_v1_reader_never_joins_the_fetch_of_a_v2_slice() {
         tokio::join!(async { v2.await.unwrap() }, async { reader.await.unwrap() });
     assert_eq!(v2.header("etag"), Some("\"v2\""));
     assert!(v2.body.iter().all(|b| *b == 0xAA), "v2 bytes for v2");
-    println!("the v1 reader got {} of {} bytes", body.len(), 4 * SLICE);
-    match got {
-        Ok((etag, len)) if len == 4 * SLICE => {
-            assert_eq!(etag.as_ref().map(|e| e.to_str().unwrap()), Some("\"v1\""));
-            assert_eq!(pattern_check(0, &body), Ok(()), "a complete body is all v1");
-        }
-        _ => assert!(
-            pattern_check(0, &body).is_ok() && (body.len() as u64) < 4 * SLICE,
-            "what arrived is v1's"
-        ),
-    }
+    assert_all_v1_or_cut_short(got, &body);
 }
