@@ -52,6 +52,11 @@ pub fn primary_of(variant: &str) -> &str {
     variant.split('\0').next().unwrap_or(variant)
 }
 
+/// A key as logs show it: its NUL separators as spaces (a log line must stay one line of text).
+pub fn shown(key: &str) -> String {
+    key.replace('\0', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

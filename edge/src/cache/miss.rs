@@ -122,7 +122,8 @@ impl Inner {
             _ => key::variant(primary, ""),
         };
         match self
-            .begin_sliced(variant, parts, total, index, body, times)
+            .slicer
+            .begin(variant, parts, (total, index), body, times)
             .await
         {
             Ok(object) => Discovery::Landed(Landed::Stored {
@@ -137,7 +138,7 @@ impl Inner {
                 Discovery::pass(parts.status)
             }
             Err(e) => Discovery::Landed(Landed::Failed {
-                status: StatusCode::BAD_GATEWAY,
+                status: e.status(),
                 message: e.to_string().into(),
             }),
         }
@@ -161,17 +162,11 @@ impl Inner {
         if spec.contains(',') {
             return RangeMiss::Whole;
         }
-        match range::evaluate(Some(value), u64::MAX, self.range_limits()) {
+        let limits = respond::range_limits(&self.limits);
+        match range::evaluate(Some(value), u64::MAX, limits) {
             RangeAnswer::Single(_) if spec.trim_start().starts_with('-') => RangeMiss::Suffix,
             RangeAnswer::Single(r) => RangeMiss::Slice(r.start / self.limits.slice_size as u64),
             _ => RangeMiss::Whole,
-        }
-    }
-
-    pub(super) fn range_limits(&self) -> range::RangeLimits {
-        range::RangeLimits {
-            max_ranges: self.limits.max_ranges,
-            ..range::RangeLimits::default()
         }
     }
 
@@ -179,8 +174,7 @@ impl Inner {
         &self,
         stale: &Meta,
         not_modified: &HeaderMap,
-        request_time: SystemTime,
-        response_time: SystemTime,
+        (request_time, response_time): (SystemTime, SystemTime),
     ) -> Landed {
         let merged = policy::merge_not_modified(stale.header_map(), not_modified);
         let mut meta = stale.clone();
@@ -244,6 +238,7 @@ impl Inner {
             Freshness::Fresh { .. } => Duration::ZERO,
         };
         let mut served = self
+            .responder
             .serve_stored(lookup, meta, Outcome::Stale, None, origin)
             .await?;
         served.status.fwd_status = Some(status);

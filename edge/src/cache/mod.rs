@@ -7,11 +7,15 @@
 //! - [`policy`]: pure RFC 9111 rules.
 //! - [`store`]: bytes on disk and in memory.
 //! - [`fill`]: one origin body streamed to many readers while it is stored.
-//! - `flight.rs`: coalescing (one origin request per key) and the flight that makes it;
+//! - `coalesce.rs`: the coalescer, one fetch per key shared by every request that asks
+//!   meanwhile, for whole objects and slices alike;
+//! - `flight.rs`: the whole-object flight (ask the origin, then store or pass);
 //!   `miss.rs`: misses, range discovery, revalidation and stale rules, pass-through;
-//!   `respond.rs`: answering from an entry or a fill; `slices.rs`: sliced objects.
+//! - `respond.rs`: the responder (an entry or a fill as the response a request asked for);
+//!   `slices.rs`: the slicer (sliced objects, slice by slice from store or origin).
 
 pub mod budget;
+mod coalesce;
 pub mod fill;
 mod flight;
 pub mod key;
@@ -25,8 +29,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
@@ -36,11 +39,13 @@ use http::{Method, Request, Response, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 
 use self::budget::ReadBudget;
+use self::coalesce::Coalescer;
 use self::fill::{Fill, FillError, FillLimits};
 use self::meta::{FORMAT_VERSION, Meta};
 use self::policy::{Conditional, Freshness, NotStorable, PolicyConfig, Vary};
 use self::range::{ByteRange, RangeAnswer};
-use self::slices::{OriginTemplate, SliceError};
+use self::respond::Responder;
+use self::slices::{OriginTemplate, SliceError, Slicer};
 use self::store::Store;
 use crate::body::{self, Body};
 use crate::headers::{CacheStatus, Outcome};
@@ -113,11 +118,12 @@ struct Inner {
     store: Arc<Store>,
     policy: PolicyConfig,
     limits: CacheLimits,
-    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    flights: Coalescer<Landed>,
     /// Primary keys whose last response was not storable (hit-for-pass).
     passes: moka::sync::Cache<String, ()>,
     pass_seq: std::sync::atomic::AtomicU64,
-    slice_flights: slices::SliceFlights,
+    slicer: Arc<Slicer>,
+    responder: Responder,
     counters: CacheCounters,
     clock: Arc<dyn Clock>,
 }
@@ -143,10 +149,6 @@ enum Landed {
         status: StatusCode,
         message: Arc<str>,
     },
-}
-
-struct Flight {
-    landed: tokio::sync::watch::Receiver<Option<Landed>>,
 }
 
 /// What one flight sends and what it needs to file the answer.
@@ -182,15 +184,25 @@ impl Cache {
             .max_capacity(100_000)
             .time_to_live(limits.pass_memory)
             .build();
+        let slicer = Arc::new(Slicer::new(
+            store.clone(),
+            limits.slice_size,
+            limits.slice_read_ahead,
+            counters.origin_fetches.clone(),
+        ));
+        let flights = Coalescer::default();
+        let parts = (store.clone(), slicer.clone(), flights.clone());
+        let responder = Responder::new(parts, clock.clone(), policy, &limits);
         Self {
             inner: Arc::new(Inner {
                 store,
                 policy,
                 limits,
-                flights: Mutex::default(),
+                flights,
                 passes,
                 pass_seq: Default::default(),
-                slice_flights: Default::default(),
+                slicer,
+                responder,
                 counters,
                 clock,
             }),
@@ -267,6 +279,7 @@ impl Cache {
             let served = match inner.freshness(lookup.headers, &meta) {
                 Freshness::Fresh { ttl } => {
                     inner
+                        .responder
                         .serve_stored(lookup, meta, Outcome::Hit, Some(ttl), &origin)
                         .await
                 }
@@ -276,6 +289,7 @@ impl Cache {
                     ..
                 } => {
                     let served = inner
+                        .responder
                         .serve_stored(lookup, meta.clone(), Outcome::StaleHit, None, &origin)
                         .await;
                     served.map(|mut served| {

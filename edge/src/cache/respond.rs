@@ -1,15 +1,52 @@
 //! The responder: a stored entry or an active fill as a response (conditionals, ranges,
 //! `Age`), and the bodies that stream it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::coalesce::Coalescer;
+use super::slices::Slicer;
 use super::*;
 
-impl Inner {
+/// Turns what the cache holds (an entry, or a fill under way) into the response one request
+/// asked for. It never goes to the origin itself: the slicer does, for sliced objects.
+pub(super) struct Responder {
+    store: Arc<Store>,
+    slicer: Arc<Slicer>,
+    /// The whole-object flights, to read a fill under way of the version being served.
+    flights: Coalescer<Landed>,
+    clock: Arc<dyn Clock>,
+    policy: PolicyConfig,
+    range_limits: range::RangeLimits,
+    memory_object_max: u64,
+    /// Varies multipart boundaries between responses.
+    boundary_seq: AtomicU64,
+}
+
+impl Responder {
+    pub(super) fn new(
+        (store, slicer, flights): (Arc<Store>, Arc<Slicer>, Coalescer<Landed>),
+        clock: Arc<dyn Clock>,
+        policy: PolicyConfig,
+        limits: &CacheLimits,
+    ) -> Self {
+        Self {
+            store,
+            slicer,
+            flights,
+            clock,
+            policy,
+            range_limits: range_limits(limits),
+            memory_object_max: limits.memory_object_max,
+            boundary_seq: AtomicU64::new(0),
+        }
+    }
+
     /// Answers from a stored entry: a 304 when the client's conditional matches, else the
     /// whole body or the requested ranges of it. The first piece of every part is read (and
     /// verified, or fetched for a sliced object) before the head is sent, so a corrupt entry
     /// or a changed origin object becomes a miss (`None`) instead of a broken response.
     pub(super) async fn serve_stored(
-        self: &Arc<Self>,
+        &self,
         lookup: &Lookup<'_>,
         meta: Arc<Meta>,
         outcome: Outcome,
@@ -68,7 +105,7 @@ impl Inner {
 
     /// Answers from a fill under way.
     pub(super) async fn serve_fill(
-        self: &Arc<Self>,
+        &self,
         lookup: &Lookup<'_>,
         fill: &Arc<Fill>,
         head: &Meta,
@@ -111,7 +148,7 @@ impl Inner {
 
     /// What the request's Range asks of a representation (Full for HEAD, non-200, If-Range
     /// mismatches and invalid or abusive ranges).
-    pub(super) fn range_answer(
+    fn range_answer(
         &self,
         lookup: &Lookup<'_>,
         stored: &HeaderMap,
@@ -126,15 +163,15 @@ impl Inner {
             lookup.headers,
             stored,
             len,
-            self.range_limits(),
+            self.range_limits,
         )
     }
 
     /// Builds the response (200, 206 single or multipart, or 416) from a body source. One
     /// decision over the range answer, each arm building its body and headers together.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn respond(
-        self: &Arc<Self>,
+    async fn respond(
+        &self,
         lookup: &Lookup<'_>,
         source: &Source,
         mut headers: HeaderMap,
@@ -178,9 +215,7 @@ impl Inner {
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let seed = self
-                    .pass_seq
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                let seed = self.boundary_seq.fetch_add(1, Ordering::Relaxed)
                     ^ meta::millis(SystemTime::now()).rotate_left(17);
                 let plan = range::Multipart::new(&ranges, len, content_type.as_deref(), seed);
                 let mut parts = Vec::new();
@@ -220,8 +255,8 @@ impl Inner {
 
     /// Bytes `span` of a body source. The first piece is read before returning, so a failure
     /// there (corrupt chunk, changed origin object) is `None` and nothing has been sent.
-    pub(super) async fn span(
-        self: &Arc<Self>,
+    async fn span(
+        &self,
         source: &Source,
         span: ByteRange,
         origin: &OriginTemplate,
@@ -236,23 +271,23 @@ impl Inner {
             Source::Fill(fill) => fill.reader_from(span.start, span.end, budget.clone()),
             Source::Stored(meta) if meta.sliced.is_some() => {
                 let size = meta.sliced.unwrap_or(1).max(1);
-                let first =
-                    budget.hold(size, Box::pin(self.slice(meta, span.start / size, origin)));
+                let index = span.start / size;
+                let first = budget.hold(size, Box::pin(self.slicer.slice(meta, index, origin)));
                 match first.await {
-                    Ok(first) => Some(self.slice_body(
+                    Ok(first) => Some(self.slicer.body(
                         meta.clone(),
                         span,
                         first,
                         (origin.clone(), budget.clone()),
                     )),
                     Err(e) => {
-                        tracing::warn!(key = %meta.key.replace('\0', " "), error = %e, "sliced object unavailable");
+                        tracing::warn!(key = %key::shown(&meta.key), error = %e, "sliced object unavailable");
                         None
                     }
                 }
             }
             Source::Stored(meta) => {
-                let keep_hot = meta.body_len <= self.limits.memory_object_max;
+                let keep_hot = meta.body_len <= self.memory_object_max;
                 let (index, offset) = chunk_at(meta, span.start)?;
                 let chunk = &meta.chunks[index];
                 match budget
@@ -269,11 +304,11 @@ impl Inner {
                     Err(e) if !self.store.is_current(meta) => {
                         // Replaced (a new version committed) between lookup and read, which
                         // released this chunk: not corruption, and the new entry stays.
-                        tracing::debug!(key = %meta.key.replace('\0', " "), error = %e, "entry replaced while being read");
+                        tracing::debug!(key = %key::shown(&meta.key), error = %e, "entry replaced while being read");
                         None
                     }
                     Err(e) => {
-                        tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed");
+                        tracing::error!(key = %key::shown(&meta.key), error = %e, "corrupt cache entry removed");
                         Box::pin(self.store.drop_corrupt(&meta.key, &chunk.sri)).await;
                         None
                     }
@@ -283,24 +318,30 @@ impl Inner {
     }
 
     /// The fill under way for a key, if its flight is filling.
-    pub(super) fn active_fill(&self, key: &str) -> Option<Arc<Fill>> {
-        let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        let landed = flights.get(key)?.landed.borrow().clone();
-        match landed {
-            Some(Landed::Fill { fill, .. }) if fill.usable() => Some(fill),
+    fn active_fill(&self, key: &str) -> Option<Arc<Fill>> {
+        match self.flights.peek(key)? {
+            Landed::Fill { fill, .. } if fill.usable() => Some(fill),
             _ => None,
         }
     }
 }
 
+/// The range rules of the config.
+pub(super) fn range_limits(limits: &CacheLimits) -> range::RangeLimits {
+    range::RangeLimits {
+        max_ranges: limits.max_ranges,
+        ..range::RangeLimits::default()
+    }
+}
+
 /// Where a response's bytes come from.
-pub(super) enum Source {
+enum Source {
     Stored(Arc<Meta>),
     Fill(Arc<Fill>),
 }
 
 /// The chunk holding byte `offset` of a stored (unsliced) body, and the offset inside it.
-pub(super) fn chunk_at(meta: &Meta, offset: u64) -> Option<(usize, u64)> {
+fn chunk_at(meta: &Meta, offset: u64) -> Option<(usize, u64)> {
     let mut start = 0u64;
     for (i, chunk) in meta.chunks.iter().enumerate() {
         if offset < start + chunk.len {
@@ -312,7 +353,7 @@ pub(super) fn chunk_at(meta: &Meta, offset: u64) -> Option<(usize, u64)> {
 }
 
 /// Bodies one after the other.
-pub(super) fn concat(parts: Vec<Body>) -> Body {
+fn concat(parts: Vec<Body>) -> Body {
     let streams = parts.into_iter().map(http_body_util::BodyStream::new);
     let stream = futures_util::stream::iter(streams).flatten();
     body::boxed(http_body_util::StreamBody::new(stream))
@@ -320,7 +361,7 @@ pub(super) fn concat(parts: Vec<Body>) -> Body {
 
 /// A streaming body over bytes `span` of an entry's chunks; `first` is (index, offset in it,
 /// bytes) of the chunk the span starts in, already read.
-pub(super) fn chunk_body(
+fn chunk_body(
     io: (Arc<Store>, ReadBudget),
     meta: Arc<Meta>,
     first: (usize, u64, bytes::Bytes),
@@ -349,7 +390,7 @@ pub(super) fn chunk_body(
                         // Bytes already sent cannot be taken back; the client sees a truncated
                         // response (the length does not match) and the entry is gone for the next
                         // request.
-                        tracing::error!(key = %meta.key.replace('\0', " "), error = %e, "corrupt cache entry removed mid-response");
+                        tracing::error!(key = %key::shown(&meta.key), error = %e, "corrupt cache entry removed mid-response");
                         store.drop_corrupt(&meta.key, &chunk.sri).await;
                         let end = span.end;
                         return Some((
@@ -372,7 +413,7 @@ pub(super) fn chunk_body(
     body::boxed(http_body_util::StreamBody::new(stream))
 }
 
-pub(super) fn not_modified(stored: &HeaderMap, age: Duration) -> Response<Body> {
+fn not_modified(stored: &HeaderMap, age: Duration) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     // RFC 9110 15.4.5: the fields a 200 would have sent that describe the representation.
@@ -393,6 +434,6 @@ pub(super) fn not_modified(stored: &HeaderMap, age: Duration) -> Response<Body> 
     response
 }
 
-pub(super) fn set_age(headers: &mut HeaderMap, age: Duration) {
+fn set_age(headers: &mut HeaderMap, age: Duration) {
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
 }

@@ -10,42 +10,69 @@
 //! stops the fetching too; the slice already under way completes and is stored.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use tokio::sync::watch;
+use prometheus_client::metrics::counter::Counter;
 
+use super::budget::ReadBudget;
+use super::coalesce::{Coalescer, Joined, Leader, Waiter};
 use super::meta::{self, ChunkRef, FORMAT_VERSION, Meta};
 use super::range::{self, ByteRange};
-use super::{Inner, Upstream, fill_request, key};
+use super::store::{Store, StoreError};
+use super::{Upstream, fill_request, key};
 use crate::body::{self, Body, BoxError};
+use crate::origin::OriginError;
 
-/// Why a slice could not be had.
+/// Why a slice could not be had, by who failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub(super) enum SliceError {
+    /// The origin now serves another version (validators or length differ).
     #[error("the origin's object changed while it was being read; cached slices dropped")]
     Changed,
+    /// The origin refused the range (a status other than 200 or 206).
     #[error("origin answered a slice request with {0}")]
     Status(StatusCode),
+    /// No response head from the origin.
     #[error("slice fetch failed: {0}")]
-    Fetch(Arc<str>),
+    Origin(Arc<OriginError>),
+    /// The origin's body broke off or was not the length it said.
+    #[error("origin slice body failed: {0}")]
+    Body(Arc<str>),
+    /// The origin's answer cannot be a slice (a 206 without a usable `Content-Range`).
+    #[error("origin answered a slice request with {0}")]
+    Malformed(&'static str),
+    /// The edge stopped fetching (its task ended without an answer).
+    #[error("slice fetch abandoned")]
+    Abandoned,
+    /// The store holds no usable slice and no origin request could be made for it.
+    #[error("no origin request for this object")]
+    NoOrigin,
+    /// The store failed to take the object.
     #[error("the store cannot take the object: {0}")]
-    Store(Arc<str>),
+    Store(Arc<StoreError>),
+    /// The slice was stored, but twice could not be read back (replaced as fast as found).
+    #[error("slice stored but unreadable")]
+    Unreadable,
+}
+
+impl SliceError {
+    /// What a client is told when the slice is its first byte: 504 for an origin timeout,
+    /// 502 for anything else (the origin's fault or the store's, never the client's).
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
+            Self::Origin(e) => e.status(),
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 type SliceResult = Result<Bytes, SliceError>;
-
-/// Slice fetches under way, by slice key *and version* ([`flight_key`]): a reader of one
-/// version of an object never joins the fetch of another version's slice.
-#[derive(Default)]
-pub(super) struct SliceFlights {
-    map: Mutex<HashMap<String, watch::Receiver<Option<SliceResult>>>>,
-}
 
 /// What a slice fetch needs to reach the origin. `parts` is `None` for objects that are not
 /// sliced: a hit on them never goes to the origin, so the request is not built.
@@ -131,15 +158,40 @@ pub(super) fn same_version(ours: &HeaderMap, len: u64, theirs: &HeaderMap, total
     }
 }
 
-impl Inner {
+/// The slicer: reads sliced objects slice by slice, from the store or (one request per slice
+/// however many readers want it) from the origin, and stores what it fetched.
+pub(super) struct Slicer {
+    store: Arc<Store>,
+    flights: Coalescer<SliceResult>,
+    slice_size: u64,
+    read_ahead: u32,
+    origin_fetches: Counter,
+}
+
+impl Slicer {
+    pub(super) fn new(
+        store: Arc<Store>,
+        slice_size: usize,
+        read_ahead: u32,
+        origin_fetches: Counter,
+    ) -> Self {
+        Self {
+            store,
+            flights: Coalescer::default(),
+            slice_size: slice_size as u64,
+            read_ahead,
+            origin_fetches,
+        }
+    }
+
     /// Bytes `span` of a sliced object as a body; `first` is the first touched slice,
     /// already fetched (so errors before the head can still become a miss).
-    pub(super) fn slice_body(
+    pub(super) fn body(
         self: &Arc<Self>,
         object: Arc<Meta>,
         span: ByteRange,
         first: Bytes,
-        (origin, budget): (OriginTemplate, super::budget::ReadBudget),
+        (origin, budget): (OriginTemplate, ReadBudget),
     ) -> Body {
         let size = object.sliced.unwrap_or(1).max(1);
         let state = (
@@ -151,7 +203,7 @@ impl Inner {
         );
         let stream = futures_util::stream::unfold(
             state,
-            move |(inner, object, pos, first, (origin, budget))| async move {
+            move |(slicer, object, pos, first, (origin, budget))| async move {
                 if pos >= span.end {
                     return None;
                 }
@@ -160,33 +212,32 @@ impl Inner {
                     Some(bytes) => Ok(bytes),
                     None => {
                         budget
-                            .hold(size, inner.slice(&object, index, &origin))
+                            .hold(size, slicer.slice(&object, index, &origin))
                             .await
                     }
                 };
-                inner.read_ahead(&object, index, &origin);
-                match bytes {
-                    Ok(bytes) => {
-                        let from = (pos - index * size) as usize;
-                        let to = ((span.end - index * size) as usize).min(bytes.len());
-                        let part = bytes.slice(from.min(to)..to);
+                slicer.read_ahead(&object, index, &origin);
+                let part = bytes.and_then(|bytes| {
+                    let from = (pos - index * size) as usize;
+                    let to = ((span.end - index * size) as usize).min(bytes.len());
+                    let part = bytes.slice(from.min(to)..to);
+                    match part.is_empty() {
+                        true => Err(SliceError::Body("slice shorter than expected".into())),
+                        false => Ok(part),
+                    }
+                });
+                match part {
+                    Ok(part) => {
                         let next = pos + part.len() as u64;
-                        if part.is_empty() {
-                            let short = SliceError::Fetch("slice shorter than expected".into());
-                            let end = (inner, object, span.end, None, (origin, budget));
-                            return Some((Err(Box::new(short) as BoxError), end));
-                        }
                         Some((
                             Ok(http_body::Frame::data(part)),
-                            (inner, object, next, None, (origin, budget)),
+                            (slicer, object, next, None, (origin, budget)),
                         ))
                     }
                     Err(e) => {
-                        tracing::warn!(key = %object.key.replace('\0', " "), index, error = %e, "slice unavailable; response cut short");
-                        Some((
-                            Err(Box::new(e) as BoxError),
-                            (inner, object, span.end, None, (origin, budget)),
-                        ))
+                        tracing::warn!(key = %key::shown(&object.key), index, error = %e, "slice unavailable; response cut short");
+                        let end = (slicer, object, span.end, None, (origin, budget));
+                        Some((Err(Box::new(e) as BoxError), end))
                     }
                 }
             },
@@ -208,19 +259,12 @@ impl Inner {
             if let Some(bytes) = self.stored_slice(object, index).await {
                 return Ok(bytes);
             }
-            let Some(mut rx) = self.start_slice(object, index, origin) else {
+            let Some(waiter) = self.start_slice(object, index, origin) else {
                 continue;
             };
-            loop {
-                if let Some(result) = rx.borrow_and_update().clone() {
-                    return result;
-                }
-                if rx.changed().await.is_err() {
-                    return Err(SliceError::Fetch("slice fetch abandoned".into()));
-                }
-            }
+            return waiter.outcome().await.unwrap_or(Err(SliceError::Abandoned));
         }
-        Err(SliceError::Fetch("slice stored but unreadable".into()))
+        Err(SliceError::Unreadable)
     }
 
     /// The stored entry of slice `index` if it is of `object`'s version.
@@ -263,7 +307,7 @@ impl Inner {
     fn read_ahead(self: &Arc<Self>, object: &Arc<Meta>, index: u64, origin: &OriginTemplate) {
         let size = object.sliced.unwrap_or(1).max(1);
         let slices = object.body_len.div_ceil(size);
-        for next in (index + 1..slices).take(self.limits.slice_read_ahead as usize) {
+        for next in (index + 1..slices).take(self.read_ahead as usize) {
             if self.stored_slice_meta(object, next).is_none() {
                 let _ = self.start_slice(object, next, origin);
             }
@@ -271,43 +315,34 @@ impl Inner {
     }
 
     /// Joins or starts the origin fetch of one slice; `None` when it is stored meanwhile (a
-    /// flight stores its slice before it leaves the map, so the check under the lock sees it).
+    /// fetch stores its slice before its leader leaves, so the check under the lock sees it).
     fn start_slice(
         self: &Arc<Self>,
         object: &Arc<Meta>,
         index: u64,
         origin: &OriginTemplate,
-    ) -> Option<watch::Receiver<Option<SliceResult>>> {
+    ) -> Option<Waiter<SliceResult>> {
         let key = flight_key(object, index);
-        let mut flights = self
-            .slice_flights
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = flights.get(&key) {
-            return Some(rx.clone());
-        }
-        if self.stored_slice_meta(object, index).is_some() {
-            return None;
-        }
-        let (tx, rx) = watch::channel(None);
-        flights.insert(key.clone(), rx.clone());
-        drop(flights);
-        let (inner, object, origin) = (self.clone(), object.clone(), origin.clone());
+        let stored = || self.stored_slice_meta(object, index).map(drop);
+        let (leader, waiter) = match self.flights.join_or_lead(&key, stored) {
+            Joined::Waiting(waiter) => return Some(waiter),
+            Joined::Settled(()) => return None,
+            Joined::Leading(leader, waiter) => (leader, waiter),
+        };
+        let (slicer, object, origin) = (self.clone(), object.clone(), origin.clone());
         // Spawned: a slice under way completes (and is stored) even if its reader leaves.
         tokio::spawn(async move {
-            let result = inner.fetch_slice(&object, index, &origin).await;
+            let result = slicer.fetch_slice(&object, index, &origin).await;
             if let Err(SliceError::Changed) = &result {
-                tracing::warn!(key = %object.key.replace('\0', " "), "origin object changed; dropping its slices");
-                inner
+                tracing::warn!(key = %key::shown(&object.key), "origin object changed; dropping its slices");
+                slicer
                     .store
                     .remove_primary(key::primary_of(&object.key))
                     .await;
             }
-            let _ = tx.send(Some(result));
-            inner.forget_slice_flight(&object, index);
+            leader.publish(result);
         });
-        Some(rx)
+        Some(waiter)
     }
 
     async fn fetch_slice(
@@ -319,21 +354,19 @@ impl Inner {
         let size = object.sliced.unwrap_or(1).max(1);
         let want = range::slice_range(index, size, object.body_len);
         let Some(origin_parts) = &origin.parts else {
-            return Err(SliceError::Fetch(
-                "no origin request for this object".into(),
-            ));
+            return Err(SliceError::NoOrigin);
         };
         let mut req: Request<Body> = fill_request(origin_parts, None);
         let value = format!("bytes={}-{}", want.start, want.end - 1);
         if let Ok(v) = HeaderValue::from_str(&value) {
             req.headers_mut().insert(header::RANGE, v);
         }
-        self.counters.origin_fetches.inc();
+        self.origin_fetches.inc();
         let response = origin
             .upstream
             .fetch(req)
             .await
-            .map_err(|e| SliceError::Fetch(e.to_string().into()))?;
+            .map_err(|e| SliceError::Origin(Arc::new(e)))?;
         let (parts, body) = response.into_parts();
         let ours = object.header_map();
         match parts.status {
@@ -343,9 +376,7 @@ impl Inner {
                     .get(header::CONTENT_RANGE)
                     .and_then(range::parse_content_range);
                 let Some((span, Some(total))) = got else {
-                    return Err(SliceError::Fetch(
-                        "206 without a usable Content-Range".into(),
-                    ));
+                    return Err(SliceError::Malformed("206 without a usable Content-Range"));
                 };
                 if span != want || !same_version(ours, object.body_len, &parts.headers, total) {
                     return Err(SliceError::Changed);
@@ -367,105 +398,84 @@ impl Inner {
 
     /// The origin ignored `Range` and sent the whole object: store every slice from the
     /// stream (so it is read once), and hand back slice `wanted` as soon as it has passed.
-    /// The stream is read to its end in the background, on the flight that asked for it.
-    /// Long because the background reader's state (the slice being filled, the waiters) is
-    /// local to it.
+    /// The stream is read to its end in the background, on the fetch that asked for it;
+    /// readers of later slices wait for it instead of asking the origin (which would send
+    /// the whole object again).
     async fn slices_from_full_body(
         self: &Arc<Self>,
         object: &Arc<Meta>,
         wanted: u64,
-        mut body: Body,
+        body: Body,
     ) -> SliceResult {
-        let size = object.sliced.unwrap_or(1).max(1) as usize;
-        let count = object.body_len.div_ceil(size as u64);
-        // Later slices will pass by on this stream: readers of them wait for it instead of
-        // asking the origin (which would send the whole object again).
-        let mut waiting: HashMap<u64, watch::Sender<Option<SliceResult>>> = HashMap::new();
-        {
-            let mut flights = self
-                .slice_flights
-                .map
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            for j in wanted + 1..count {
-                let key = flight_key(object, j);
-                if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
-                    let (tx, rx) = watch::channel(None);
-                    slot.insert(rx);
-                    waiting.insert(j, tx);
-                }
-            }
-        }
+        let count = object.body_len.div_ceil(object.sliced.unwrap_or(1).max(1));
+        let waiting: HashMap<u64, Leader<SliceResult>> = (wanted + 1..count)
+            .filter_map(|j| Some((j, self.flights.lead_if_vacant(&flight_key(object, j))?)))
+            .collect();
         let (tx, rx) = tokio::sync::oneshot::channel::<SliceResult>();
-        let (inner, object) = (self.clone(), object.clone());
+        let (slicer, object) = (self.clone(), object.clone());
         tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut index = 0u64;
-            let mut buf = BytesMut::with_capacity(size);
-            let mut total = 0u64;
-            let mut failure = None;
-            'read: loop {
-                let frame = match body.frame().await {
-                    None => break,
-                    Some(Ok(frame)) => frame,
-                    Some(Err(e)) => {
-                        failure = Some(crate::origin::error_chain(&*e));
-                        break;
-                    }
-                };
-                let Ok(mut data) = frame.into_data() else {
-                    continue;
-                };
-                total += data.len() as u64;
-                if total > object.body_len {
-                    failure = Some("origin sent more than the object's length".into());
-                    break 'read;
-                }
-                while !data.is_empty() {
-                    let take = (size - buf.len()).min(data.len());
-                    buf.extend_from_slice(&data.split_to(take));
-                    let last = index * size as u64 + buf.len() as u64 == object.body_len;
-                    if buf.len() == size || last {
-                        let bytes = std::mem::replace(&mut buf, BytesMut::with_capacity(size));
-                        let bytes = bytes.freeze();
-                        inner.store_slice(&object, index, bytes.clone()).await;
-                        if index == wanted
-                            && let Some(tx) = tx.take()
-                        {
-                            let _ = tx.send(Ok(bytes.clone()));
-                        }
-                        if let Some(waiter) = waiting.remove(&index) {
-                            let _ = waiter.send(Some(Ok(bytes)));
-                            inner.forget_slice_flight(&object, index);
-                        }
-                        index += 1;
-                    }
-                }
-            }
-            let failure = failure.unwrap_or_else(|| {
-                format!("origin body ended at {total} of {} bytes", object.body_len)
-            });
-            let err = SliceError::Fetch(failure.into());
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(Err(err.clone()));
-            }
-            for (j, waiter) in waiting {
-                let _ = waiter.send(Some(Err(err.clone())));
-                inner.forget_slice_flight(&object, j);
-            }
+            slicer
+                .split_full_body(&object, body, (wanted, tx), waiting)
+                .await
         });
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(SliceError::Fetch("full-body reader stopped".into())),
-        }
+        rx.await.unwrap_or(Err(SliceError::Abandoned))
     }
 
-    fn forget_slice_flight(&self, object: &Meta, index: u64) {
-        self.slice_flights
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&flight_key(object, index));
+    /// Cuts a whole-object body into slices, stores each, and hands each to whoever waits
+    /// for it (`wanted` over `tx`, the others through their leaders).
+    async fn split_full_body(
+        &self,
+        object: &Meta,
+        mut body: Body,
+        (wanted, tx): (u64, tokio::sync::oneshot::Sender<SliceResult>),
+        mut waiting: HashMap<u64, Leader<SliceResult>>,
+    ) {
+        let size = object.sliced.unwrap_or(1).max(1) as usize;
+        let mut tx = Some(tx);
+        let mut index = 0u64;
+        let mut buf = BytesMut::with_capacity(size);
+        let mut total = 0u64;
+        let failure = loop {
+            let frame = match body.frame().await {
+                None => break format!("origin body ended at {total} of {} bytes", object.body_len),
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => break crate::origin::error_chain(&*e),
+            };
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > object.body_len {
+                break "origin sent more than the object's length".into();
+            }
+            while !data.is_empty() {
+                let take = (size - buf.len()).min(data.len());
+                buf.extend_from_slice(&data.split_to(take));
+                let last = index * size as u64 + buf.len() as u64 == object.body_len;
+                if buf.len() == size || last {
+                    let bytes = std::mem::replace(&mut buf, BytesMut::with_capacity(size));
+                    let bytes = bytes.freeze();
+                    self.store_slice(object, index, bytes.clone()).await;
+                    if index == wanted
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(Ok(bytes.clone()));
+                    }
+                    if let Some(leader) = waiting.remove(&index) {
+                        leader.publish(Ok(bytes));
+                    }
+                    index += 1;
+                }
+            }
+        };
+        // Whatever was not handed out by now never will be: the body is over.
+        let err = SliceError::Body(failure.into());
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(Err(err.clone()));
+        }
+        for leader in waiting.into_values() {
+            leader.publish(Err(err.clone()));
+        }
     }
 
     async fn store_slice(&self, object: &Meta, index: u64, bytes: Bytes) {
@@ -488,16 +498,15 @@ impl Inner {
 
     /// Stores a sliced object's head from a 206 answer that told its length, plus the slice
     /// that answer carried. Returns the object entry.
-    pub(super) async fn begin_sliced(
+    pub(super) async fn begin(
         &self,
         variant: String,
         parts: &http::response::Parts,
-        total: u64,
-        index: u64,
+        (total, index): (u64, u64),
         body: Body,
         times: (SystemTime, SystemTime),
     ) -> Result<Arc<Meta>, SliceError> {
-        let size = self.limits.slice_size as u64;
+        let size = self.slice_size;
         let mut headers = parts.headers.clone();
         headers.remove(header::CONTENT_RANGE);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
@@ -521,7 +530,7 @@ impl Inner {
         self.store
             .commit(object)
             .await
-            .map_err(|e| SliceError::Store(e.to_string().into()))
+            .map_err(|e| SliceError::Store(Arc::new(e)))
     }
 }
 
@@ -529,16 +538,16 @@ impl Inner {
 async fn read_exact(mut body: Body, len: u64) -> SliceResult {
     let mut buf = BytesMut::with_capacity(len as usize);
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| SliceError::Fetch(crate::origin::error_chain(&*e).into()))?;
+        let frame = frame.map_err(|e| SliceError::Body(crate::origin::error_chain(&*e).into()))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() as u64 + data.len() as u64 > len {
-                return Err(SliceError::Fetch("origin sent more than the slice".into()));
+                return Err(SliceError::Body("origin sent more than the slice".into()));
             }
             buf.extend_from_slice(&data);
         }
     }
     if buf.len() as u64 != len {
-        return Err(SliceError::Fetch(
+        return Err(SliceError::Body(
             format!("origin sent {} of {len} slice bytes", buf.len()).into(),
         ));
     }
