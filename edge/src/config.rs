@@ -295,7 +295,8 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OriginConfig {
-    /// TCP (and TLS) connect timeout.
+    /// TCP connect timeout (a group's origin may set its own); the TLS handshake counts
+    /// against `first_byte_timeout`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// From request sent to response head received.
@@ -580,13 +581,8 @@ impl EdgeConfig {
                 }
                 (true, false) => {
                     for (j, o) in site.origins.iter().enumerate() {
-                        if let Err(e) = crate::origin::OriginUrl::parse(&o.url) {
-                            return bad(format!("site[{i}].origins[{j}].url: {e}"));
-                        }
-                        if let Some(host) = &o.host
-                            && http::HeaderValue::from_str(host).is_err()
-                        {
-                            return bad(format!("site[{i}].origins[{j}].host: not a header value"));
+                        if let Err(e) = o.check() {
+                            return bad(format!("site[{i}].origins[{j}].{e}"));
                         }
                     }
                 }

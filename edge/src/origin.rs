@@ -2,7 +2,10 @@
 //!
 //! One [`OriginClient`] serves every origin: a keep-alive pool (HTTP/1.1, or HTTP/2 where the
 //! origin's TLS offers it), connect / first-byte / idle-body timeouts, and a cap on concurrent
-//! requests per origin so one slow origin cannot take every connection slot.
+//! requests per origin so one slow origin cannot take every connection slot. An origin with a
+//! connect timeout of its own (an origin group member's) connects through a handle of the same
+//! client ([`OriginClient::with_connect_timeout`]), whose pool is shared by every origin with
+//! that timeout.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -144,37 +147,52 @@ impl OriginError {
 #[error("origin body idle for more than {0:?}")]
 pub struct IdleBodyTimeout(pub Duration);
 
-/// Pooled client for all origins.
+type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Pooled client for all origins. Cloning it is cheap: clones share the pools and the
+/// per-origin concurrency caps.
 #[derive(Clone)]
 pub struct OriginClient {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// The pool this handle connects through (its connect timeout's).
+    client: Pooled,
     config: OriginConfig,
     limits: Arc<Mutex<HashMap<Authority, Arc<Semaphore>>>>,
+    /// One pool per connect timeout in use, `origin.connect_timeout`'s included: a
+    /// connector's timeout is fixed when it is built, and hyper hands it only the URI.
+    pools: Arc<Mutex<HashMap<Duration, Pooled>>>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl OriginClient {
     /// Builds the client; fails only if `ca_file` cannot be read.
     pub fn new(config: &OriginConfig) -> Result<Self, shared::tls::TlsError> {
-        let tls = shared::tls::client_config(config.ca_file.as_deref())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .build(connector);
+        let tls = Arc::new(shared::tls::client_config(config.ca_file.as_deref())?);
+        let client = pool(config, &tls, config.connect_timeout);
+        let pools = HashMap::from([(config.connect_timeout, client.clone())]);
         Ok(Self {
             client,
             config: config.clone(),
             limits: Arc::default(),
+            pools: Arc::new(Mutex::new(pools)),
+            tls,
         })
+    }
+
+    /// This client, connecting with `connect_timeout` instead of `origin.connect_timeout`:
+    /// called when a site's upstream is built, never per request. Handles with one timeout
+    /// share one pool; the concurrency cap per origin is shared by all.
+    pub fn with_connect_timeout(&self, connect_timeout: Duration) -> Self {
+        let client = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(connect_timeout)
+            .or_insert_with(|| pool(&self.config, &self.tls, connect_timeout))
+            .clone();
+        Self {
+            client,
+            ..self.clone()
+        }
     }
 
     /// Sends `req` (absolute URI) and returns the response head with a body guarded by the
@@ -233,6 +251,25 @@ impl OriginClient {
             .await
             .expect("origin semaphore is never closed")
     }
+}
+
+/// A pool whose connections are made within `connect_timeout` (TCP; TLS is bounded by the
+/// first-byte timeout).
+fn pool(config: &OriginConfig, tls: &rustls::ClientConfig, connect_timeout: Duration) -> Pooled {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.max_idle_per_host)
+        .build(connector)
 }
 
 /// Marks errors of a client's request body on its way to the origin, so that they are told

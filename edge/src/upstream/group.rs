@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::OriginUpstream;
 use crate::body::{self, Body};
 use crate::cache::Upstream;
-use crate::origin::OriginError;
+use crate::origin::{OriginError, OriginUrl};
 
 /// One origin of a group.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -42,6 +42,14 @@ pub struct GroupOrigin {
         skip_serializing_if = "Option::is_none"
     )]
     pub first_byte_timeout: Option<Duration>,
+    /// TCP connect, for this origin (default: `origin.connect_timeout`): a short one moves
+    /// a request on quickly from an origin whose address does not answer at all.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connect_timeout: Option<Duration>,
 }
 
 fn one() -> u32 {
@@ -79,6 +87,29 @@ impl Default for OriginHealth {
             probe_interval: Duration::from_secs(2),
             probe_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+impl GroupOrigin {
+    /// What validation checks beyond the types; `Err` names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if let Err(e) = OriginUrl::parse(&self.url) {
+            return Err(format!("url: {e}"));
+        }
+        if let Some(host) = &self.host
+            && http::HeaderValue::from_str(host).is_err()
+        {
+            return Err("host: not a header value".into());
+        }
+        for (key, timeout) in [
+            ("first_byte_timeout", self.first_byte_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if timeout.is_some_and(|t| t.is_zero()) {
+                return Err(format!("{key} must be more than 0"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -341,5 +372,31 @@ mod tests {
             ..OriginHealth::default()
         };
         assert!(bad.check().unwrap_err().contains("700"));
+    }
+
+    #[test]
+    fn an_origins_own_timeouts_are_above_zero() {
+        let mut origin = GroupOrigin {
+            url: "http://127.0.0.1:1".into(),
+            priority: 0,
+            weight: 1,
+            host: None,
+            first_byte_timeout: None,
+            connect_timeout: Some(Duration::from_millis(200)),
+        };
+        assert!(origin.check().is_ok());
+        origin.connect_timeout = Some(Duration::ZERO);
+        assert!(origin.check().unwrap_err().starts_with("connect_timeout"));
+        origin.connect_timeout = None;
+        origin.first_byte_timeout = Some(Duration::ZERO);
+        assert!(
+            origin
+                .check()
+                .unwrap_err()
+                .starts_with("first_byte_timeout")
+        );
+        origin.first_byte_timeout = None;
+        origin.host = Some("bad\nhost".into());
+        assert!(origin.check().unwrap_err().starts_with("host"));
     }
 }

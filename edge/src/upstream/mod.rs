@@ -42,22 +42,29 @@ pub fn for_site(
     client: &OriginClient,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Upstream>, crate::origin::OriginUrlError> {
-    let origin = |url: OriginUrl, host: Option<&str>| OriginUpstream {
+    let origin = |url: OriginUrl, host: Option<&str>, client: OriginClient| OriginUpstream {
         origin: url,
         forward_host: config.forward_host,
         host: host.and_then(|h| HeaderValue::from_str(h).ok()),
-        client: client.clone(),
+        client,
         metrics: metrics.clone(),
     };
     if config.origins.is_empty() {
-        return Ok(Arc::new(origin(url.clone(), None)));
+        return Ok(Arc::new(origin(url.clone(), None, client.clone())));
     }
     let members = config
         .origins
         .iter()
         .map(|o| {
             let url = OriginUrl::parse(&o.url)?;
-            Ok(group::Member::new(origin(url, o.host.as_deref()), o))
+            let client = match o.connect_timeout {
+                Some(timeout) => client.with_connect_timeout(timeout),
+                None => client.clone(),
+            };
+            Ok(group::Member::new(
+                origin(url, o.host.as_deref(), client),
+                o,
+            ))
         })
         .collect::<Result<Vec<_>, crate::origin::OriginUrlError>>()?;
     Ok(Arc::new(group::GroupUpstream::new(

@@ -7,7 +7,7 @@ use edge::config::EdgeConfig;
 use edge::upstream::group::{GroupOrigin, OriginHealth};
 
 use crate::support::edge::{Proto, TestEdge};
-use crate::support::origin::{Reply, TestOrigin};
+use crate::support::origin::{Reply, TestOrigin, UnansweredOrigin};
 
 fn member(url: &str, priority: u32, weight: u32) -> GroupOrigin {
     GroupOrigin {
@@ -16,6 +16,7 @@ fn member(url: &str, priority: u32, weight: u32) -> GroupOrigin {
         weight,
         host: None,
         first_byte_timeout: None,
+        connect_timeout: None,
     }
 }
 
@@ -201,5 +202,52 @@ async fn a_hanging_origin_times_out_on_its_own_first_byte_timeout() {
         start.elapsed()
     );
     assert_eq!(slow.hits("/who"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_connect_fails_over_on_the_origins_own_connect_timeout() {
+    let fast = saying("fast").await;
+    let unanswered = UnansweredOrigin::start();
+    let own = Duration::from_millis(200);
+    let global = Duration::from_secs(10);
+    let mut primary = member(&unanswered.url(), 0, 1);
+    primary.connect_timeout = Some(own);
+    let edge = TestEdge::start_with(&fast.url(), |c| {
+        c.origin.connect_timeout = global;
+        group(
+            c,
+            vec![primary.clone(), member(&fast.url(), 1, 1)],
+            OriginHealth::default(),
+        );
+        // A second site with the unanswered origin alone: its failure is the edge's own.
+        let mut alone = c.sites[0].clone();
+        alone.hosts = vec!["alone.test".into()];
+        alone.origins = vec![primary];
+        c.sites.push(alone);
+    })
+    .await;
+    let client = edge.client(Proto::H1);
+    let start = Instant::now();
+    let r = client.get(&edge.url(Proto::H1, "/who")).await;
+    let failover = start.elapsed();
+    assert_eq!((r.status.as_u16(), r.text()), (200, "fast".into()));
+    eprintln!("failed over after {failover:?} (connect_timeout {own:?}, global {global:?})");
+    // It waited for the handshake (the address neither refused nor answered) and gave up on
+    // its own timeout, far below the global one.
+    assert!(failover >= own, "{failover:?}");
+    assert!(failover < own + Duration::from_millis(800), "{failover:?}");
+
+    // The timeout is a connect timeout: 504, as the global one is, not 502.
+    let start = Instant::now();
+    let r = client
+        .get_with(&edge.url(Proto::H1, "/who"), &[("host", "alone.test")])
+        .await;
+    let gave_up = start.elapsed();
+    assert_eq!(r.status.as_u16(), 504, "{}", r.text());
+    assert!(
+        gave_up >= own && gave_up < own + Duration::from_millis(800),
+        "{gave_up:?}"
+    );
     edge.stop().await;
 }

@@ -425,6 +425,51 @@ impl Drop for TestOrigin {
     }
 }
 
+/// An origin address whose TCP handshake never completes: a listener with a backlog of 0
+/// that never accepts, its queue already holding one connection. Linux drops the SYNs of a
+/// listener whose accept queue is full, so a connect to it hangs until the connector's own
+/// timeout (no reset, no refusal), deterministically and on loopback.
+pub struct UnansweredOrigin {
+    addr: SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl UnansweredOrigin {
+    pub fn start() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        listener.bind(&any.into()).expect("bind 127.0.0.1:0");
+        listener.listen(0).expect("listen");
+        let addr = listener
+            .local_addr()
+            .expect("local_addr")
+            .as_socket()
+            .expect("an IP address");
+        // Connect until one attempt hangs: then the queue is full (one connection, on Linux).
+        let mut queued = Vec::new();
+        loop {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                Ok(stream) => queued.push(stream),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => break,
+                Err(e) => panic!("filling the listen queue: {e}"),
+            }
+            assert!(queued.len() < 8, "the listen queue never filled");
+        }
+        Self {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
 async fn rebind(addr: SocketAddr) -> TcpListener {
     // Retries because closed connections may briefly keep the port busy.
     let mut last_err = None;
