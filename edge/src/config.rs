@@ -3,6 +3,8 @@
 //! Loaded from TOML (`edge --config edge.toml`); `edge --print-config` prints the effective
 //! config. Unknown keys are errors everywhere, so a typo never silently falls back to a default.
 
+pub(crate) mod unset;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -455,9 +457,9 @@ pub struct SiteConfig {
     /// Answer plain-HTTP requests with `308` to the same URL over HTTPS.
     #[serde(default)]
     pub redirect_https: bool,
-    /// The port in that redirect (default: the port `listen.https` is bound to; 443 is
-    /// left out of the URL). Set it when clients reach the edge through another port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The port in that redirect (default, `"inherit"`: the port `listen.https` is bound to;
+    /// 443 is left out of the URL). Set it when clients reach the edge through another port.
+    #[serde(default, with = "unset::inherit")]
     pub https_port: Option<u16>,
     /// Header edits on every response of the site (CORS, HSTS, hiding `Server`, ...).
     #[serde(default)]
@@ -616,6 +618,8 @@ impl EdgeConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -694,20 +698,86 @@ mod tests {
 
     #[test]
     fn example_configs_load() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let c =
                     EdgeConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                // What --print-config shows loads back as the same config.
+                // What --print-config shows loads back as the same config, and shows every
+                // optional key of every site, set or not.
                 let printed = shared::config::render(&c).unwrap();
                 let again: EdgeConfig = toml::from_str(&printed).unwrap();
                 assert_eq!(again, c, "{}", path.display());
+                assert_every_optional_key_printed(&printed, &c, &path);
                 seen += 1;
             }
         }
         assert!(seen > 0, "no example configs in {}", dir.display());
+    }
+
+    /// The keys of a site's `Option` fields, by where they are under `[[site]]`. The TTL
+    /// rule is destructured: a new field fails to build here until it is listed.
+    fn optional_keys() -> [(&'static str, &'static [&'static str]); 5] {
+        let crate::rules::TtlRule {
+            default: _,
+            min: _,
+            max: _,
+            override_ttl: _,
+            client: _,
+            negative: _,
+        } = crate::rules::TtlRule::default();
+        [
+            (
+                "rule.ttl",
+                &["default", "min", "max", "override", "client", "negative"],
+            ),
+            ("origin_health", &["probe_path"]),
+            (
+                "origins",
+                &["host", "first_byte_timeout", "connect_timeout"],
+            ),
+            ("error_page", &["content_type"]),
+            ("", &["https_port"]),
+        ]
+    }
+
+    fn assert_every_optional_key_printed(printed: &str, c: &EdgeConfig, path: &Path) {
+        let printed: toml::Table = toml::from_str(printed).unwrap();
+        let sites = printed.get("site").and_then(|s| s.as_array());
+        assert_eq!(
+            sites.map_or(0, Vec::len),
+            c.sites.len(),
+            "{}",
+            path.display()
+        );
+        // The tables at `at` (a dotted path; arrays of tables are entered) under a site.
+        fn tables<'a>(v: &'a toml::Value, at: &[&str]) -> Vec<&'a toml::Table> {
+            match (v, at.split_first()) {
+                (toml::Value::Array(items), _) => {
+                    items.iter().flat_map(|i| tables(i, at)).collect()
+                }
+                (toml::Value::Table(t), None) => vec![t],
+                (toml::Value::Table(t), Some((k, rest))) => {
+                    t.get(*k).map_or_else(Vec::new, |v| tables(v, rest))
+                }
+                _ => Vec::new(),
+            }
+        }
+        for site in sites.into_iter().flatten() {
+            for (at, keys) in optional_keys() {
+                let at: Vec<&str> = at.split('.').filter(|k| !k.is_empty()).collect();
+                for table in tables(site, &at) {
+                    for key in keys {
+                        assert!(
+                            table.contains_key(*key),
+                            "{}: {at:?} printed without {key:?}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
     }
 }

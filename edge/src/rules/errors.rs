@@ -24,8 +24,9 @@ pub struct ErrorPage {
     pub status: Vec<u16>,
     /// The page, read when the config is loaded or reloaded (at most 1 MiB).
     pub file: PathBuf,
-    /// Its Content-Type (default: from the file name: .html, .json, .txt, else text/html).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Its Content-Type (default, `"auto"`: from the file name: .html, .json, .txt, else
+    /// text/html).
+    #[serde(default, with = "crate::config::unset::auto")]
     pub content_type: Option<String>,
 }
 

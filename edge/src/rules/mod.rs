@@ -42,33 +42,33 @@ impl HeaderEdits {
     }
 }
 
-/// How long the edge keeps a response, and what browsers are told. Unset fields change
-/// nothing; the origin's `Cache-Control` otherwise rules (RFC 9111).
+/// How long the edge keeps a response, and what browsers are told. Unset fields (`"none"`)
+/// change nothing; the origin's `Cache-Control` otherwise rules (RFC 9111).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TtlRule {
     /// The edge's lifetime when the origin gives none (no `max-age`, `s-maxage`, `Expires`)
     /// and does not forbid storing.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::unset::none")]
     pub default: Option<Duration>,
     /// Clamp the origin's lifetime to at least this (a storable response only).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::unset::none")]
     pub min: Option<Duration>,
     /// Clamp the origin's lifetime to at most this.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::unset::none")]
     pub max: Option<Duration>,
     /// Keep every 2xx/3xx response this long, whatever the origin's `Cache-Control` says
     /// (`no-store`, `private` and `no-cache` included). Never for a response that sets a
     /// cookie: that one is not stored.
-    #[serde(rename = "override", with = "humantime_serde")]
+    #[serde(rename = "override", with = "crate::config::unset::none")]
     pub override_ttl: Option<Duration>,
     /// Browsers are told `Cache-Control: max-age=<client>` (2xx and 3xx), whatever the edge
     /// keeps; unset, they see the origin's own `Cache-Control`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::unset::none")]
     pub client: Option<Duration>,
     /// Keep 404 and 410 answers this long (negative caching), unless the origin said
     /// `no-store` or `private`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::unset::none")]
     pub negative: Option<Duration>,
 }
 

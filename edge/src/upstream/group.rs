@@ -31,24 +31,17 @@ pub struct GroupOrigin {
     /// Share of the requests among the healthy origins of its priority.
     #[serde(default = "one")]
     pub weight: u32,
-    /// `Host` sent to this origin (default: as for `origin`: its URL's authority, or the
-    /// client's host with `forward_host`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Host` sent to this origin (default, `"inherit"`: as for `origin`: its URL's
+    /// authority, or the client's host with `forward_host`).
+    #[serde(default, with = "crate::config::unset::inherit")]
     pub host: Option<String>,
-    /// Request sent to response head, for this origin (default: `origin.first_byte_timeout`).
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// Request sent to response head, for this origin (default, `"inherit"`:
+    /// `origin.first_byte_timeout`).
+    #[serde(default, with = "crate::config::unset::inherit")]
     pub first_byte_timeout: Option<Duration>,
-    /// TCP connect, for this origin (default: `origin.connect_timeout`): a short one moves
-    /// a request on quickly from an origin whose address does not answer at all.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// TCP connect, for this origin (default, `"inherit"`: `origin.connect_timeout`): a short
+    /// one moves a request on quickly from an origin whose address does not answer at all.
+    #[serde(default, with = "crate::config::unset::inherit")]
     pub connect_timeout: Option<Duration>,
 }
 
@@ -67,9 +60,9 @@ pub struct OriginHealth {
     /// How long an ejected origin is skipped (unless a probe finds it well before).
     #[serde(with = "humantime_serde")]
     pub eject_for: Duration,
-    /// Path probed with GET on every origin of the group (2xx or 3xx = up); none: passive
-    /// health only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Path probed with GET on every origin of the group (2xx or 3xx = up); `"none"`:
+    /// passive health only.
+    #[serde(with = "crate::config::unset::none")]
     pub probe_path: Option<String>,
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
