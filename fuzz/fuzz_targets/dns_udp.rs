@@ -3,7 +3,7 @@
 //! server started with `geodns::server::start` on loopback. The UDP module itself is private,
 //! so this is the only way to reach it through the public API.
 //!
-//! Two servers run with the same config (src/lib.rs `GEODNS_CONFIG`): A as deployed, and B
+//! Two servers run with the same config (src/lib.rs `geodns_config`): A as deployed, and B
 //! with `log.query_log = true`, which sends every query to the handler (the fast path is off
 //! while queries are logged). Every packet goes to both, twice to A (the second time usually
 //! from A's cache), and all replies must be byte-identical: the cache promises to answer

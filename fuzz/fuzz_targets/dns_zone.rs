@@ -1,5 +1,5 @@
 //! `geodns::zone::Zones::answer`, the authoritative answer function without sockets, over
-//! the fuzz config's zones (see `GEODNS_CONFIG` in src/lib.rs).
+//! the fuzz config's zones (see `geodns_config` in src/lib.rs).
 //!
 //! Input: two bytes of query type (big-endian), one byte choosing the name's form (even: text,
 //! relative names are taken under `cdn.test.`; odd: DNS wire format), then the name.

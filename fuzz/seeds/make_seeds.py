@@ -148,7 +148,7 @@ for name, (qtype, form, qname) in {
 }.items():
     write("dns_zone", name, struct.pack(">HB", qtype, form) + qname)
 
-# Configs: the shipped examples, and the fuzz geodns config.
+# Configs: the shipped examples, and the geodns test world the DNS targets serve.
 os.makedirs(os.path.join(HERE, "edge_config"), exist_ok=True)
 for f in ("edge.toml", "minimal.toml"):
     shutil.copy(os.path.join(ROOT, "edge/config/examples", f), os.path.join(HERE, "edge_config", f))
@@ -158,7 +158,6 @@ write("edge_config", "sizes",
       '[[site]]\nhosts = ["*.example.com", "a"]\norigin = "https://o.example:8443/prefix"\nforward_host = true\n')
 os.makedirs(os.path.join(HERE, "geodns_config"), exist_ok=True)
 shutil.copy(os.path.join(ROOT, "geodns/config/examples/geodns.toml"), os.path.join(HERE, "geodns_config", "example.toml"))
-lib = open(os.path.join(ROOT, "fuzz/src/lib.rs")).read()
-fuzz_cfg = lib.split('pub const GEODNS_CONFIG: &str = r#"', 1)[1].split('"#;', 1)[0]
-write("geodns_config", "fuzz.toml", fuzz_cfg.replace("{db}", "/nonexistent.mmdb")
-      .replace("{big1}", "a" * 250).replace("{big2}", "b").replace("{big3}", "c"))
+test_cfg = open(os.path.join(ROOT, "geodns/tests/data/test-config.toml")).read()
+write("geodns_config", "test-config.toml",
+      test_cfg.replace("[geoip]\n", '[geoip]\ndatabases = ["/nonexistent.mmdb"]\n', 1))

@@ -1,4 +1,5 @@
-//! Helpers shared by the fuzz targets: turning fuzz bytes into numbers and header maps.
+//! Helpers shared by the fuzz targets: turning fuzz bytes into numbers and header maps, and the
+//! geodns config and database the DNS targets serve.
 //!
 //! The input formats are line-based text so that seeds are readable and libFuzzer's
 //! mutations (which splice and copy byte runs) keep producing well-formed-looking headers.
@@ -74,120 +75,29 @@ pub fn headers(section: &[u8]) -> HeaderMap {
     map
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The geodns integration tests' world (geodns/tests/data/test-config.toml): three POPs, an
+/// override, the zone `cdn.test.` with static records of every supported type, a CNAME to a
+/// geo name, TXT big enough to truncate, two geo names.
+pub const GEODNS_TEST_CONFIG: &str = include_str!("../../geodns/tests/data/test-config.toml");
 
-    #[test]
-    fn formats() {
-        assert_eq!(numbers(b"1 x  3", 4), vec![1, u64::MAX, 3, 0]);
-        assert_eq!(
-            sections(b"a\n\nb\n\nc\n\nd", 3),
-            vec![&b"a"[..], b"b", b"c\n\nd"]
-        );
-        let h = headers(b"range: bytes=0-1\nbad line\nx-a:  two\nx-a:b");
-        assert_eq!(h.get_all("x-a").iter().count(), 2);
-        assert_eq!(h["range"], "bytes=0-1");
-        assert_eq!(h.get_all("x-a").iter().next().unwrap(), " two");
-    }
-}
-
-/// The geodns config the DNS targets serve: the integration tests' zone (static records of
-/// every supported type, a CNAME chain, TXT big enough to truncate, two geo names) and POPs
-/// without health URLs, so that answers never change while a target runs. `{db}` is the path
-/// of the database [`write_city_db`] writes.
-pub const GEODNS_CONFIG: &str = r#"
-default_order = ["iad1", "fra1", "sin1"]
-[listen]
-dns = "127.0.0.1:0"
-udp_threads = 1
-[geoip]
-databases = ["{db}"]
-watch_interval = "0s"
-[[pop]]
-name = "fra1"
-latitude = 50.11
-longitude = 8.68
-ipv4 = ["198.51.100.10"]
-ipv6 = ["2001:db8:10::1"]
-[[pop]]
-name = "iad1"
-latitude = 38.95
-longitude = -77.45
-ipv4 = ["198.51.100.20", "198.51.100.21"]
-[[pop]]
-name = "sin1"
-latitude = 1.35
-longitude = 103.82
-ipv4 = ["198.51.100.30"]
-ipv6 = ["2001:db8:30::1"]
-weight = 1.5
-[[override]]
-cidr = "127.0.0.2/32"
-pop = "sin1"
-[[override]]
-cidr = "10.9.0.0/16"
-pop = "fra1"
-[[zone]]
-name = "cdn.test."
-ns = ["ns1.cdn.test.", "ns2.example.net."]
-ttl = 3600
-[zone.soa]
-mname = "ns1.cdn.test."
-rname = "hostmaster.cdn.test."
-serial = 7
-minimum = 60
-[[zone.record]]
-name = "ns1"
-type = "A"
-value = "192.0.2.53"
-[[zone.record]]
+/// What the DNS targets serve besides [`GEODNS_TEST_CONFIG`]: `record` and `geo` go into its
+/// `cdn.test.` zone (an AAAA glue record, a CNAME chain, a CNAME out of the zone, a geo name
+/// limited to one POP), `zone` and `override` are added (a child zone served beside it, an
+/// override for the second source address the UDP target sends from).
+pub const FUZZ_EXTRAS: &str = r#"
+[[record]]
 name = "ns1"
 type = "AAAA"
 value = "2001:db8::53"
-[[zone.record]]
-name = "@"
-type = "TXT"
-value = "hello"
-[[zone.record]]
-name = "@"
-type = "MX"
-value = "10 mail.example.net."
-[[zone.record]]
-name = "@"
-type = "CAA"
-value = '0 issue "letsencrypt.org"'
-[[zone.record]]
-name = "docs"
-type = "CNAME"
-value = "www"
-[[zone.record]]
+[[record]]
 name = "a.b.deep"
 type = "CNAME"
 value = "docs"
-[[zone.record]]
+[[record]]
 name = "out"
 type = "CNAME"
 value = "elsewhere.example.net."
-[[zone.record]]
-name = "big"
-type = "TXT"
-value = "{big1}"
-[[zone.record]]
-name = "big"
-type = "TXT"
-value = "{big2}"
-[[zone.record]]
-name = "big"
-type = "TXT"
-value = "{big3}"
-[[zone.geo]]
-name = "www"
-[[zone.geo]]
-name = "two"
-answers = 2
-ttl = 20
-[[zone.geo]]
+[[geo]]
 name = "eu"
 pops = ["fra1"]
 [[zone]]
@@ -200,19 +110,48 @@ serial = 1
 [[zone.geo]]
 name = "@"
 answers = 3
+[[override]]
+cidr = "127.0.0.2/32"
+pop = "sin1"
 "#;
 
-/// [`GEODNS_CONFIG`] with its database path filled in, parsed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extras {
+    record: Vec<geodns::config::RecordConfig>,
+    geo: Vec<geodns::config::GeoNameConfig>,
+    zone: Vec<geodns::config::ZoneConfig>,
+    #[serde(rename = "override")]
+    overrides: Vec<geodns::config::OverrideConfig>,
+}
+
+/// The config the DNS targets serve: [`GEODNS_TEST_CONFIG`] with its database `db` (as
+/// [`write_city_db`] writes it), [`FUZZ_EXTRAS`], a second name server out of the zone, a
+/// second address for iad1, IPv6 and a weight for sin1; and nothing that changes while a
+/// target runs or needs a fixed port: no health URLs (the tests add theirs), no database
+/// watching, no admin listener.
 pub fn geodns_config(db: &std::path::Path) -> geodns::config::GeoDnsConfig {
-    let text = GEODNS_CONFIG
-        .replace("{db}", &db.display().to_string())
-        .replace("{big1}", &"a".repeat(250))
-        .replace("{big2}", &"b".repeat(250))
-        .replace("{big3}", &"c".repeat(250));
     let mut config: geodns::config::GeoDnsConfig =
-        shared::config::parse(&text).expect("the fuzz geodns config parses");
-    // No admin listener (the default is a fixed port, and the DNS target starts two servers).
+        shared::config::parse(GEODNS_TEST_CONFIG).expect("the geodns test config parses");
+    let extras: Extras = shared::config::parse(FUZZ_EXTRAS).expect("the fuzz extras parse");
+    let cdn = &mut config.zones[0];
+    assert_eq!(cdn.name, "cdn.test.", "the test config's zone");
+    cdn.records.extend(extras.record);
+    cdn.geo.extend(extras.geo);
+    cdn.ns.push("ns2.example.net.".into());
+    config.zones.extend(extras.zone);
+    config.overrides.extend(extras.overrides);
+    let iad = &mut config.pops[1];
+    assert_eq!(iad.name, "iad1", "the test config's second POP");
+    iad.ipv4.push("198.51.100.21".parse().unwrap());
+    let sin = &mut config.pops[2];
+    assert_eq!(sin.name, "sin1", "the test config's third POP");
+    sin.ipv6.push("2001:db8:30::1".parse().unwrap());
+    sin.weight = 1.5;
+    config.geoip.databases = vec![db.to_owned()];
+    config.geoip.watch_interval = std::time::Duration::ZERO;
     config.listen.admin = None;
+    config.listen.udp_threads = 1;
     config
 }
 
@@ -241,4 +180,36 @@ pub fn write_city_db() -> std::path::PathBuf {
     let path = dir.join("city.mmdb");
     std::fs::write(&path, geodns::citydb::encode(&networks).unwrap()).unwrap();
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(numbers(b"1 x  3", 4), vec![1, u64::MAX, 3, 0]);
+        assert_eq!(
+            sections(b"a\n\nb\n\nc\n\nd", 3),
+            vec![&b"a"[..], b"b", b"c\n\nd"]
+        );
+        let h = headers(b"range: bytes=0-1\nbad line\nx-a:  two\nx-a:b");
+        assert_eq!(h.get_all("x-a").iter().count(), 2);
+        assert_eq!(h["range"], "bytes=0-1");
+        assert_eq!(h.get_all("x-a").iter().next().unwrap(), " two");
+    }
+
+    #[test]
+    fn the_geodns_config_is_the_test_world_and_the_extras() {
+        let config = geodns_config(std::path::Path::new("/nonexistent.mmdb"));
+        config.validate().unwrap();
+        let zones: Vec<_> = config.zones.iter().map(|z| z.name.as_str()).collect();
+        assert_eq!(zones, ["cdn.test.", "sub.cdn.test."]);
+        let cdn = &config.zones[0];
+        for name in ["big", "docs", "a.b.deep", "out"] {
+            assert!(cdn.records.iter().any(|r| r.name == name), "{name}");
+        }
+        assert!(cdn.geo.iter().any(|g| g.name == "eu"));
+        geodns::zone::Zones::new(&config.zones).unwrap();
+    }
 }

@@ -113,101 +113,35 @@ impl Drop for HealthServer {
     }
 }
 
+/// The test world (tests/data/test-config.toml, which the fuzz targets serve too).
+const TEST_CONFIG: &str = include_str!("../data/test-config.toml");
+
 /// The test zone and POPs, health URLs from `health` (fra, iad, sin), a fast checker.
 pub fn config(db: &Path, health: [&str; 3]) -> GeoDnsConfig {
-    let text = format!(
-        r#"
-default_order = ["iad1", "fra1", "sin1"]
-[listen]
-dns = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-[geoip]
-databases = ["{db}"]
-watch_interval = "200ms"
-[health]
-interval = "100ms"
-timeout = "500ms"
-rise = 2
-fall = 2
-[[pop]]
-name = "fra1"
-latitude = 50.11
-longitude = 8.68
-ipv4 = ["{FRA}"]
-ipv6 = ["{FRA6}"]
-health_url = "{fra}"
-[[pop]]
-name = "iad1"
-latitude = 38.95
-longitude = -77.45
-ipv4 = ["{IAD}"]
-health_url = "{iad}"
-[[pop]]
-name = "sin1"
-latitude = 1.35
-longitude = 103.82
-ipv4 = ["{SIN}"]
-health_url = "{sin}"
-[[override]]
-cidr = "10.9.0.0/16"
-pop = "sin1"
-[[zone]]
-name = "cdn.test."
-ns = ["ns1.cdn.test."]
-ttl = 3600
-[zone.soa]
-mname = "ns1.cdn.test."
-rname = "hostmaster.cdn.test."
-serial = 7
-minimum = 60
-[[zone.record]]
-name = "ns1"
-type = "A"
-value = "192.0.2.53"
-[[zone.record]]
-name = "@"
-type = "TXT"
-value = "hello"
-[[zone.record]]
-name = "@"
-type = "MX"
-value = "10 mail.example.net."
-[[zone.record]]
-name = "@"
-type = "CAA"
-value = '0 issue "letsencrypt.org"'
-[[zone.record]]
-name = "docs"
-type = "CNAME"
-value = "www"
-[[zone.record]]
-name = "big"
-type = "TXT"
-value = "{big}"
-[[zone.record]]
-name = "big"
-type = "TXT"
-value = "{big2}"
-[[zone.record]]
-name = "big"
-type = "TXT"
-value = "{big3}"
-[[zone.geo]]
-name = "www"
-[[zone.geo]]
-name = "two"
-answers = 2
-ttl = 20
-"#,
-        db = db.display(),
-        fra = health[0],
-        iad = health[1],
-        sin = health[2],
-        big = "a".repeat(200),
-        big2 = "b".repeat(200),
-        big3 = "c".repeat(200),
+    let mut cfg: GeoDnsConfig = shared::config::parse(TEST_CONFIG).unwrap();
+    cfg.geoip.databases = vec![db.to_owned()];
+    let pops: Vec<String> = cfg
+        .pops
+        .iter()
+        .map(|p| {
+            let addrs = p.ipv4.iter().map(ToString::to_string);
+            let addrs = addrs.chain(p.ipv6.iter().map(ToString::to_string));
+            format!("{} {}", p.name, addrs.collect::<Vec<_>>().join(" "))
+        })
+        .collect();
+    let named = [
+        format!("fra1 {FRA} {FRA6}"),
+        format!("iad1 {IAD}"),
+        format!("sin1 {SIN}"),
+    ];
+    assert_eq!(
+        pops, named,
+        "the POPs of tests/data/test-config.toml, as named here"
     );
-    shared::config::parse(&text).unwrap()
+    for (pop, url) in cfg.pops.iter_mut().zip(health) {
+        pop.health_url = Some(url.to_owned());
+    }
+    cfg
 }
 
 /// A running geodns with its three health endpoints and DB.
