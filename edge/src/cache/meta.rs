@@ -10,6 +10,9 @@ use super::policy::StoredFacts;
 
 /// Bumped when the stored format changes; entries of another version are dropped at startup.
 /// 2: primary keys carry the scheme for sites that key on it.
+/// Headers a response may gain over its stored ones without the map growing.
+const RESPONSE_HEADROOM: usize = 12;
+
 pub const FORMAT_VERSION: u32 = 2;
 
 /// One content-addressed piece of a body.
@@ -61,6 +64,16 @@ impl Meta {
     /// The stored headers, parsed on first use.
     pub fn header_map(&self) -> &HeaderMap {
         &self.parsed().map
+    }
+
+    /// The stored headers as the start of a response, with room for what the edge adds on
+    /// the way out (Age, Accept-Ranges, Via, Cache-Status, Alt-Svc) and a site's header
+    /// edits: one growth of the clone here, where each of those crossing its capacity would
+    /// reallocate it again (a clone's entries have no spare capacity).
+    pub fn response_headers(&self) -> HeaderMap {
+        let mut map = self.header_map().clone();
+        map.reserve(RESPONSE_HEADROOM);
+        map
     }
 
     /// What freshness, age and Vary rules need from the stored headers, parsed on first use.

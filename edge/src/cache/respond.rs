@@ -58,7 +58,7 @@ impl Responder {
             ttl: ttl.map(|t| t.as_secs() as i64),
             ..CacheStatus::default()
         };
-        let stored_headers = meta.header_map().clone();
+        let stored_headers = meta.response_headers();
         let age =
             meta.facts()
                 .current_age(meta.request_time(), meta.response_time(), self.clock.now());
@@ -111,7 +111,7 @@ impl Responder {
         head: &Meta,
         origin: &OriginTemplate,
     ) -> Option<Served> {
-        let headers = head.header_map().clone();
+        let headers = head.response_headers();
         let facts = head.facts();
         let (lifetime, _) = facts.lifetime(head.status(), head.response_time(), &self.policy);
         let age = facts.current_age(head.request_time(), head.response_time(), self.clock.now());

@@ -61,8 +61,6 @@ impl Edits {
     }
 
     fn apply(&self, headers: &mut HeaderMap) {
-        // One growth of the map for all the additions, not one per crossing of its capacity.
-        headers.reserve(self.set.len() + self.add.len());
         for name in &self.remove {
             headers.remove(name);
         }
