@@ -34,19 +34,21 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::meta::{ChunkRef, Meta};
-use super::store::Store;
+use super::store::{Store, StoreError};
 use crate::body::Body;
 
 /// Why a fill did not produce an entry.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FillError {
-    #[error("origin body failed: {0}")]
-    Origin(String),
+    /// The origin's body broke off. Its error is boxed and not `Clone`, hence the `Arc`; the
+    /// text carries its whole source chain, as logs show it.
+    #[error("origin body failed: {}", crate::origin::error_chain(&**.0))]
+    Origin(#[source] Arc<dyn std::error::Error + Send + Sync>),
     #[error("origin sent {got} body bytes but announced {announced}")]
     Length { announced: u64, got: u64 },
     #[error("cache write failed: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
     #[error("object grew past the {0}-byte maximum; not stored")]
     TooLarge(u64),
     #[error("every reader left; the rest of the sliced object is fetched when asked for")]
@@ -55,6 +57,10 @@ pub enum FillError {
     /// of its size, so the next request should not try again.
     #[error("passed through without storing: {why}")]
     Passed { why: String, too_large: bool },
+    /// A reader's fill went away without ending (its progress channel closed). A reader holds
+    /// its fill, so this is not expected; it is an error rather than a panic.
+    #[error("fill abandoned")]
+    Vanished,
 }
 
 /// How a fill stores what it reads.
@@ -168,14 +174,14 @@ impl Fill {
                 .store
                 .commit(meta.clone())
                 .await
-                .map_err(|e| FillError::Store(e.to_string()));
+                .map_err(FillError::Store);
             match object {
                 Ok(object) => {
                     *self.slices.lock().unwrap_or_else(|p| p.into_inner()) = Some(object.clone());
                     let result = self.pump(&mut body, announced, limits).await;
                     return self.end_with(result).map(|_| object);
                 }
-                Err(FillError::Store(why)) => self.start_passing(why),
+                Err(FillError::Store(e)) => self.start_passing(e.to_string()),
                 Err(e) => {
                     self.finish(Err(e.clone()));
                     return Err(e);
@@ -197,10 +203,7 @@ impl Fill {
                 let chunks = self.lock().chunks.iter().map(|(_, c)| c.clone()).collect();
                 meta.chunks = chunks;
                 meta.body_len = total;
-                self.store
-                    .commit(meta)
-                    .await
-                    .map_err(|e| FillError::Store(e.to_string()))
+                self.store.commit(meta).await.map_err(FillError::Store)
             }
             Err(e) => Err(e),
         };

@@ -10,7 +10,6 @@ use super::{Fill, FillError, State};
 use crate::body::{Body, BoxError};
 use crate::cache::budget::ReadBudget;
 use crate::cache::meta::ChunkRef;
-use crate::cache::store::StoreError;
 
 enum Step {
     Data(Bytes),
@@ -178,8 +177,7 @@ impl Reader {
                 Step::Failed(e) => return Some(Err(Box::new(e))),
                 Step::Wait => {
                     if self.rx.changed().await.is_err() {
-                        let gone = StoreError::Io("fill abandoned".into());
-                        return Some(Err(Box::new(gone)));
+                        return Some(Err(Box::new(FillError::Vanished)));
                     }
                     continue;
                 }

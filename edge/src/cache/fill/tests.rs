@@ -99,7 +99,9 @@ async fn a_broken_origin_body_fails_readers_and_stores_nothing() {
     let task = tokio::spawn(fill.clone().run(body, Some(50_000), meta(), limits()));
     tx.send(Ok(Bytes::from(vec![7u8; 10_000]))).await.unwrap();
     tx.send(Err("connection reset".into())).await.unwrap();
-    assert!(matches!(task.await.unwrap(), Err(FillError::Origin(_))));
+    let err = task.await.unwrap().unwrap_err();
+    assert!(matches!(err, FillError::Origin(_)), "{err:?}");
+    assert_eq!(err.to_string(), "origin body failed: connection reset");
     assert!(reader.await.unwrap().is_err());
     assert!(store.get("k\0").is_none());
     assert_eq!(store.stats().disk_bytes, 0);

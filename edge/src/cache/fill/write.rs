@@ -1,6 +1,8 @@
 //! The origin side of a fill: frames assembled into chunks, each written to the store (and,
 //! for a sliced object, committed as a slice) or, passing through, held in memory.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 
@@ -17,7 +19,7 @@ impl Fill {
     ) -> Result<u64, FillError> {
         let mut total = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| FillError::Origin(crate::origin::error_chain(&*e)))?;
+            let frame = frame.map_err(|e| FillError::Origin(Arc::from(e)))?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not stored
             };

@@ -2,6 +2,7 @@
 //! reference for the caller, and deletion of chunks nobody references.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cacache::Integrity;
@@ -134,8 +135,8 @@ impl Store {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || f(&dir))
             .await
-            .map_err(|e| StoreError::Io(e.to_string()))?
-            .map_err(|e| StoreError::Io(e.to_string()))
+            .map_err(|e| StoreError::Task(Arc::new(e)))?
+            .map_err(|e| StoreError::Io(Arc::new(e)))
     }
 }
 
@@ -159,6 +160,6 @@ fn read_error(sri: &Integrity, e: cacache::Error) -> StoreError {
             StoreError::Missing(sri.clone())
         }
         cacache::Error::EntryNotFound(..) => StoreError::Missing(sri.clone()),
-        other => StoreError::Io(other.to_string()),
+        other => StoreError::Io(Arc::new(other)),
     }
 }

@@ -32,7 +32,7 @@ impl Store {
         let chunks = {
             let mut index = self.lock();
             let Some(slot) = index.entries.get(&meta.key) else {
-                return Err(StoreError::Io(format!("no entry {:?} to update", meta.key)));
+                return Err(StoreError::NoEntry(meta.key));
             };
             meta.chunks = slot.meta.chunks.clone();
             meta.body_len = slot.meta.body_len;
@@ -52,7 +52,7 @@ impl Store {
     }
 
     async fn write_meta(&self, meta: &Meta) -> Result<ChunkRef, StoreError> {
-        let json = serde_json::to_vec(meta).map_err(|e| StoreError::Io(e.to_string()))?;
+        let json = serde_json::to_vec(meta).map_err(|e| StoreError::EncodeMeta(Arc::new(e)))?;
         let meta_ref = self.write_chunk(Bytes::from(json), false).await?;
         let opts = cacache::WriteOpts::new()
             .integrity(meta_ref.sri.clone())

@@ -13,8 +13,10 @@ use crate::cache::meta::{ChunkRef, FORMAT_VERSION, Meta};
 
 /// Rebuilds the index from the cacache directory (blocking; runs at startup).
 pub(super) fn load_index(dir: &Path) -> Result<Index, StoreError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source: Arc::new(e),
+    })?;
     // Half-written temporary files from a previous run are never valid content.
     let _ = std::fs::remove_dir_all(dir.join("tmp"));
     let mut listed: Vec<cacache::Metadata> =

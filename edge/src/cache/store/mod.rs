@@ -40,16 +40,35 @@ use self::index::{Index, touch};
 use self::load::load_index;
 use super::meta::Meta;
 
-/// Store failures. `Corrupt` and `Missing` mean the entry must not be served.
-#[derive(Debug, thiserror::Error)]
+/// Store failures. `Corrupt` and `Missing` mean the entry must not be served. Foreign errors
+/// are held in an `Arc` so that this stays `Clone`: a failed fill hands its error to every
+/// reader.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     #[error("cached content {0} failed its integrity check")]
     Corrupt(Integrity),
     #[error("cached content {0} is missing")]
     Missing(Integrity),
+    /// cacache could not read or write the store's directory (a full or failing disk).
     #[error("cache I/O error: {0}")]
-    Io(String),
+    Io(#[source] Arc<cacache::Error>),
+    /// The store's directory could not be created at startup.
+    #[error("cache I/O error: cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// An entry's meta could not be encoded for the disk.
+    #[error("cache I/O error: {0}")]
+    EncodeMeta(#[source] Arc<serde_json::Error>),
+    /// A blocking store task panicked or was cancelled (a runtime shutting down).
+    #[error("cache I/O error: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
+    /// A 304 refreshed an entry that was removed meanwhile (evicted, purged).
+    #[error("cache I/O error: no entry {0:?} to update")]
+    NoEntry(String),
 }
 
 /// Sizes the store works within.
@@ -94,7 +113,7 @@ impl Store {
         let dir_owned = dir.to_owned();
         let index = tokio::task::spawn_blocking(move || load_index(&dir_owned))
             .await
-            .map_err(|e| StoreError::Io(e.to_string()))??;
+            .map_err(|e| StoreError::Task(Arc::new(e)))??;
         let hot = moka::sync::Cache::builder()
             .max_capacity(limits.memory_budget)
             .weigher(|_k: &Integrity, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))

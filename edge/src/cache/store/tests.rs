@@ -86,9 +86,30 @@ async fn a_failed_write_makes_room_without_deadlock() {
     )
     .await
     .expect("the failed write returns instead of waiting on its own stripe");
-    assert!(written.is_err());
-    assert!(store.write_failure().is_some());
+    assert!(matches!(written, Err(StoreError::Io(_))), "{written:?}");
+    let failure = store.write_failure().unwrap();
+    assert!(
+        failure.error.starts_with("cache I/O error: "),
+        "{failure:?}"
+    );
     assert!(store.get("old\0").is_none(), "the oldest entry made room");
+}
+
+#[tokio::test]
+async fn a_directory_that_cannot_be_created_is_named_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = Store::open(&file.join("cache"), limits(1 << 30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    let want = format!(
+        "cache I/O error: cannot create {}: ",
+        file.join("cache").display()
+    );
+    assert!(err.to_string().starts_with(&want), "{err}");
+    assert!(std::error::Error::source(&err).is_some());
 }
 
 #[tokio::test]
