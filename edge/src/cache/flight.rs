@@ -46,6 +46,16 @@ impl Inner {
             message: "origin fetch abandoned".into(),
         });
         let mut served = match result {
+            Landed::Fill { fill, head }
+                if stale.as_ref().is_some_and(|s| {
+                    s.key == head.key && s.response_time == head.response_time
+                }) =>
+            {
+                // The entry this request found stale is what this flight stored: it ended
+                // between its commit and leaving the map. Reusing it would serve a stale
+                // response unvalidated, so this request asks the origin itself.
+                return self.pass(origin_req, upstream, "stale-flight").await;
+            }
             Landed::Fill { fill, head } => {
                 let own = self.variant_for(lookup, &head);
                 if own != head.key {
