@@ -17,7 +17,7 @@ use crate::reload::EdgeReload;
 use crate::service::Service;
 
 /// Serves admin requests until `shutdown` turns true.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     reload: Arc<EdgeReload>,

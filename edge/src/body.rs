@@ -9,26 +9,26 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
 
 /// A boxed error that crosses layers (client, origin, store).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A streaming HTTP body. `Unsync` because fills and origin streams are `Send` but need not be
 /// `Sync`, and hyper only asks for `Send`.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// An empty body.
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A body from bytes already in memory.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// Boxes any body whose errors convert into [`BoxError`].
-pub fn boxed<B>(body: B) -> Body
+pub(crate) fn boxed<B>(body: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -39,7 +39,7 @@ where
 /// Waits for the first frame of `body` and returns a body that yields it again, followed by
 /// the rest: a body that fails before its first byte is an error before any head is sent,
 /// instead of a response that ends with nothing.
-pub async fn primed(mut body: Body) -> Result<Body, BoxError> {
+pub(crate) async fn primed(mut body: Body) -> Result<Body, BoxError> {
     if http_body::Body::is_end_stream(&body) {
         return Ok(body);
     }
@@ -119,7 +119,7 @@ mod tests {
 
 /// What [`tap`] reports of a body as it passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tapped {
+pub(crate) enum Tapped {
     /// A data frame of this many bytes.
     Data(usize),
     /// The body ended (all of it was read).
@@ -168,6 +168,6 @@ impl<F: FnMut(Tapped)> http_body::Body for Tap<F> {
 
 /// `inner`, reporting each data frame's size and its end to `on` (counters, access records:
 /// whatever `on` owns is dropped with the body).
-pub fn tap(inner: Body, on: impl FnMut(Tapped) + Send + 'static) -> Body {
+pub(crate) fn tap(inner: Body, on: impl FnMut(Tapped) + Send + 'static) -> Body {
     boxed(Tap { inner, on })
 }

@@ -2,14 +2,13 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
 /// Hop-by-hop fields (RFC 9110 7.6.1), plus the non-standard ones proxies also strip. Kept as
 /// `HeaderName`s: removal by `&str` would parse each name again on every response.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -49,7 +48,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The `received-protocol` of RFC 9110 7.6.3 for a message's version.
-pub fn protocol_version(version: Version) -> &'static str {
+pub(crate) fn protocol_version(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "0.9",
         Version::HTTP_10 => "1.0",
@@ -60,7 +59,7 @@ pub fn protocol_version(version: Version) -> &'static str {
 }
 
 /// Appends `<version> <pseudonym>` to `Via`.
-pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
+pub(crate) fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
     if let Some(value) = via_value(version, pseudonym) {
         headers.append(header::VIA, value);
     }
@@ -68,12 +67,12 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
 
 /// The `Via` entry this node adds for a message of `version`; None if the pseudonym cannot be
 /// a header value (config validation prevents that).
-pub fn via_value(version: Version, pseudonym: &str) -> Option<HeaderValue> {
+pub(crate) fn via_value(version: Version, pseudonym: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("{} {pseudonym}", protocol_version(version))).ok()
 }
 
 /// True when a `Via` entry already carries our pseudonym: the request has looped back to us.
-pub fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
+pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
     headers
         .get_all(header::VIA)
         .iter()
@@ -85,7 +84,12 @@ pub fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
 /// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` (removed when `proto` is
 /// `None`: the site shares entries across schemes, so the origin must not be told one) and
 /// `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: Option<&str>, host: &str) {
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    proto: Option<&str>,
+    host: &str,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer}"),
@@ -211,15 +215,6 @@ impl CacheStatus {
             let _ = write!(s, "; detail={detail}");
         }
         s
-    }
-}
-
-/// Seconds for `Cache-Status: ttl`, negative once stale.
-pub fn ttl_seconds(fresh_for: Option<Duration>, stale_by: Option<Duration>) -> Option<i64> {
-    match (fresh_for, stale_by) {
-        (Some(ttl), _) => Some(ttl.as_secs() as i64),
-        (None, Some(stale)) => Some(-(stale.as_secs() as i64)),
-        (None, None) => None,
     }
 }
 

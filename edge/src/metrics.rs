@@ -15,14 +15,14 @@ use crate::headers::Outcome;
 use crate::service::Protocol;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     pub protocol: &'static str,
     pub cache: &'static str,
     pub status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProtocolLabel {
+pub(crate) struct ProtocolLabel {
     pub protocol: &'static str,
 }
 

@@ -145,7 +145,7 @@ impl OriginError {
 /// The origin body stopped for longer than the idle timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("origin body idle for more than {0:?}")]
-pub struct IdleBodyTimeout(pub Duration);
+pub(crate) struct IdleBodyTimeout(pub Duration);
 
 type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -279,7 +279,7 @@ fn pool(config: &OriginConfig, tls: &rustls::ClientConfig, connect_timeout: Dura
 struct ClientBodyError(String);
 
 /// A client's request body, ready to forward: its failures become [`OriginError::ClientBody`].
-pub fn client_body(body: Body) -> Body {
+pub(crate) fn client_body(body: Body) -> Body {
     use http_body_util::BodyExt as _;
     body.map_err(|e| Box::new(ClientBodyError(error_chain(&*e))) as BoxError)
         .boxed_unsync()
@@ -312,7 +312,7 @@ fn classify(err: hyper_util::client::legacy::Error) -> OriginError {
 }
 
 /// "outer: inner: innermost", for logs and error bodies.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {

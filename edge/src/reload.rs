@@ -34,7 +34,7 @@ impl ConfigSource {
 }
 
 /// The edge as [`shared::reload`] reloads it.
-pub struct EdgeReload {
+pub(crate) struct EdgeReload {
     service: Arc<Service>,
     source: Option<ConfigSource>,
     /// The config in effect: what the edge started with, plus what reloads applied.
@@ -45,7 +45,7 @@ pub struct EdgeReload {
 }
 
 impl EdgeReload {
-    pub fn new(
+    pub(crate) fn new(
         service: Arc<Service>,
         source: Option<ConfigSource>,
         running: EdgeConfig,
@@ -60,7 +60,7 @@ impl EdgeReload {
     }
 
     /// The config in effect.
-    pub fn running(&self) -> EdgeConfig {
+    pub(crate) fn running(&self) -> EdgeConfig {
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())

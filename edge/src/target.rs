@@ -43,7 +43,7 @@ pub enum TargetError {
 }
 
 /// The request's host: lowercase, without port, brackets or trailing dot.
-pub fn host(parts: &Parts) -> Result<String, TargetError> {
+pub(crate) fn host(parts: &Parts) -> Result<String, TargetError> {
     let mut values = parts.headers.get_all(header::HOST).iter();
     let host_header = values.next();
     if values.next().is_some() {
@@ -97,7 +97,7 @@ fn normalise(host: &str) -> Result<String, TargetError> {
 
 /// The path-and-query with dot segments removed. Borrowed (no work) when the path has no dot
 /// and no percent sign, which is nearly every request.
-pub fn path_and_query(target: &str) -> Result<Cow<'_, str>, TargetError> {
+pub(crate) fn path_and_query(target: &str) -> Result<Cow<'_, str>, TargetError> {
     if !target.starts_with('/') {
         return Err(TargetError::NotAbsolute);
     }

@@ -1,11 +1,11 @@
-//! `edge::cache::meta`: decoding a stored entry (the JSON the store writes next to a body and
+//! `edge::fuzzing::meta`: decoding a stored entry (the JSON the store writes next to a body and
 //! reads back at startup, `serde_json::from_slice::<Meta>`), then what every hit reads from
 //! it: status, header map, parsed facts, times.
 //!
 //! Input: the stored bytes, as found on disk.
 #![no_main]
 
-use edge::cache::meta::{self, Meta};
+use edge::fuzzing::meta::{self, Meta};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let map = decoded.header_map();
     assert!(map.len() <= decoded.headers.len());
     let facts = decoded.facts();
-    assert_eq!(facts.cc, edge::cache::policy::CacheControl::parse(map));
+    assert_eq!(facts.cc, edge::fuzzing::policy::CacheControl::parse(map));
 
     // The header lines survive a store round trip byte-exact (set_headers is what a 304
     // revalidation does to a stored entry).

@@ -1,6 +1,6 @@
-//! `edge::cache::policy`: Cache-Control, Vary, freshness, age, storability, conditional
+//! `edge::fuzzing::policy`: Cache-Control, Vary, freshness, age, storability, conditional
 //! requests, 304 merging and invalidation, all from header maps; with the cache keys built
-//! from the Vary key (`edge::cache::key`) and hop-by-hop stripping (`edge::headers`).
+//! from the Vary key (`edge::fuzzing::key`) and hop-by-hop stripping (`edge::headers`).
 //!
 //! Input: a first line of numbers `status request_ms response_ms now_ms fraction_permille
 //! heuristic_max_s method`, a second line with the request authority, then three header
@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use edge::cache::key;
-use edge::cache::meta::from_millis;
-use edge::cache::policy::{
+use edge::fuzzing::key;
+use edge::fuzzing::meta::from_millis;
+use edge::fuzzing::policy::{
     self, CacheControl, Freshness, PolicyConfig, StoredFacts, Vary, freshness, stored_freshness,
 };
 use http::header::HeaderName;
@@ -80,9 +80,9 @@ fuzz_target!(|data: &[u8]| {
 
     // Hop-by-hop fields, and every field Connection names, never survive.
     let mut forwarded = resp.clone();
-    edge::headers::strip_hop_by_hop(&mut forwarded);
+    edge::fuzzing::strip_hop_by_hop(&mut forwarded);
     for name in forwarded.keys() {
-        assert!(!edge::headers::is_hop_by_hop(name), "{name} kept");
+        assert!(!edge::fuzzing::is_hop_by_hop(name), "{name} kept");
         for listed in resp.get_all(http::header::CONNECTION) {
             let listed = listed.to_str().unwrap_or("");
             assert!(

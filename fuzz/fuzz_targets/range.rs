@@ -1,11 +1,11 @@
-//! `edge::cache::range`: Range / If-Range evaluation, Content-Range parsing, multipart plans
+//! `edge::fuzzing::range`: Range / If-Range evaluation, Content-Range parsing, multipart plans
 //! and slice arithmetic.
 //!
 //! Input: a first line of numbers `total max_ranges max_overlaps slice_size seed method`, then
 //! the request's header lines, an empty line, the stored response's header lines.
 #![no_main]
 
-use edge::cache::range::{
+use edge::fuzzing::range::{
     self, ByteRange, Multipart, RangeAnswer, RangeLimits, evaluate, evaluate_request,
     parse_content_range,
 };

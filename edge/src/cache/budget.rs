@@ -29,15 +29,15 @@ pub struct ReadBudget {
 
 /// The edge-wide budget, shared by every connection's [`ReadBudget`].
 #[derive(Debug, Clone)]
-pub struct TotalBudget(Arc<Semaphore>);
+pub(crate) struct TotalBudget(Arc<Semaphore>);
 
 impl TotalBudget {
-    pub fn new(bytes: u64) -> Self {
+    pub(crate) fn new(bytes: u64) -> Self {
         Self(Arc::new(Semaphore::new(permits(bytes) as usize)))
     }
 
     /// A budget for one more connection.
-    pub fn connection(&self, bytes: u64) -> ReadBudget {
+    pub(crate) fn connection(&self, bytes: u64) -> ReadBudget {
         let bytes = permits(bytes);
         ReadBudget {
             connection: Arc::new(Semaphore::new(bytes as usize)),

@@ -14,9 +14,9 @@
 //! - `respond.rs`: the responder (an entry or a fill as the response a request asked for);
 //!   `slices.rs`: the slicer (sliced objects, slice by slice from store or origin).
 
-pub mod budget;
+pub(crate) mod budget;
 mod coalesce;
-pub mod fill;
+pub(crate) mod fill;
 mod flight;
 pub mod key;
 pub mod meta;
@@ -25,7 +25,7 @@ pub mod policy;
 pub mod range;
 mod respond;
 mod slices;
-pub mod store;
+pub(crate) mod store;
 #[cfg(test)]
 mod tests;
 
@@ -63,7 +63,7 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The system's clock.
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
@@ -453,7 +453,7 @@ fn fill_request(parts: &http::request::Parts, stale: Option<&Meta>) -> Request<B
 }
 
 /// An error answered by the edge itself, with a plain-text body saying what happened.
-pub fn error_response(status: StatusCode, message: &str) -> Served {
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Served {
     let text = format!(
         "{} {}\nquicdn: {message}\n",
         status.as_u16(),

@@ -16,29 +16,29 @@ use crate::service::Protocol;
 use crate::sites::Site;
 
 /// Whether the edge takes traffic: draining (shutting down) or a store that cannot write.
-pub struct HealthState {
+pub(crate) struct HealthState {
     draining: AtomicBool,
     store: Arc<Store>,
 }
 
 impl HealthState {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
         Self {
             draining: AtomicBool::new(false),
             store,
         }
     }
 
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// What the health endpoints answer: 503 while draining, else 200 with what is degraded.
-    pub fn report(&self) -> (StatusCode, String) {
+    pub(crate) fn report(&self) -> (StatusCode, String) {
         match (self.is_draining(), self.store.write_failure()) {
             (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned()),
             // Still 200: every request is served (misses pass through uncached), so health
@@ -57,7 +57,7 @@ impl HealthState {
 }
 
 /// Answers the health path on every host, before anything else (a probe needs no site).
-pub struct Health {
+pub(crate) struct Health {
     pub path: String,
     pub state: Arc<HealthState>,
 }
@@ -93,12 +93,12 @@ impl Filter for Health {
 }
 
 /// The answer to a target that did not normalise: 400 with the reason.
-pub fn target_refused(e: &crate::target::TargetError) -> Served {
+pub(crate) fn target_refused(e: &crate::target::TargetError) -> Served {
     cache::error_response(StatusCode::BAD_REQUEST, &e.to_string())
 }
 
 /// Refuses a request whose target did not normalise (RFC 9112 3.2, RFC 3986 5.2.4).
-pub struct TargetCheck;
+pub(crate) struct TargetCheck;
 
 impl Filter for TargetCheck {
     fn name(&self) -> &'static str {
@@ -118,7 +118,7 @@ impl Filter for TargetCheck {
 }
 
 /// A reverse proxy does not tunnel.
-pub struct ConnectRefused;
+pub(crate) struct ConnectRefused;
 
 impl Filter for ConnectRefused {
     fn name(&self) -> &'static str {
@@ -141,7 +141,7 @@ impl Filter for ConnectRefused {
 }
 
 /// 508 when this edge already appears in the request's `Via` (a request loop).
-pub struct LoopDetect {
+pub(crate) struct LoopDetect {
     pub name: String,
 }
 
@@ -166,14 +166,14 @@ impl Filter for LoopDetect {
 }
 
 /// `Via` on both sides and `X-Forwarded-For/-Host/-Proto` to the origin.
-pub struct Forwarded {
+pub(crate) struct Forwarded {
     name: String,
     /// This node's `Via` entry per response version, built once rather than per response.
     via: Vec<(Version, HeaderValue)>,
 }
 
 impl Forwarded {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let via = [
             Version::HTTP_09,
             Version::HTTP_10,
@@ -224,7 +224,7 @@ impl Filter for Forwarded {
 }
 
 /// Advertises HTTP/3 on responses over TCP.
-pub struct AltSvc {
+pub(crate) struct AltSvc {
     pub value: HeaderValue,
 }
 
@@ -247,7 +247,7 @@ impl Filter for AltSvc {
 }
 
 /// One access-log line per request (target `access`), written when its response ends.
-pub struct AccessLog;
+pub(crate) struct AccessLog;
 
 impl Filter for AccessLog {
     fn name(&self) -> &'static str {
@@ -278,7 +278,7 @@ impl Filter for AccessLog {
 /// Puts back the origin's `Cache-Control` where a TTL rule changed it for the edge
 /// ([`crate::rules`]): browsers see what the origin said (or, after this, a rule's client
 /// TTL). Global, so entries stored under rules that a reload removed are restored too.
-pub struct RestoreCacheControl;
+pub(crate) struct RestoreCacheControl;
 
 impl Filter for RestoreCacheControl {
     fn name(&self) -> &'static str {

@@ -28,7 +28,7 @@ use crate::service::RequestCtx;
 use crate::sites::Site;
 use crate::target::TargetError;
 
-pub use guards::{
+pub(crate) use guards::{
     AccessLog, AltSvc, ConnectRefused, Forwarded, Health, HealthState, LoopDetect,
     RestoreCacheControl, TargetCheck, target_refused,
 };

@@ -114,7 +114,7 @@ impl IdleConnections {
 }
 
 /// Builds the QUIC endpoint on `socket` with the edge's certificate and transport limits.
-pub fn endpoint(
+pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
     material: &shared::tls::TlsMaterial,
     config: &QuicConfig,
@@ -164,7 +164,7 @@ fn transport(c: &QuicConfig) -> anyhow::Result<quinn::TransportConfig> {
 
 /// Accepts connections until `shutdown` turns true; then every connection sends GOAWAY,
 /// finishes its in-flight requests (up to `grace`), and the endpoint closes.
-pub async fn serve(
+pub(crate) async fn serve(
     endpoint: quinn::Endpoint,
     service: Arc<Service>,
     config: QuicConfig,
@@ -232,7 +232,7 @@ pub async fn serve(
 
 /// Limits of the HTTP/3 listener besides the transport's.
 #[derive(Debug, Clone)]
-pub struct QuicLimits {
+pub(crate) struct QuicLimits {
     pub shutdown_grace: Duration,
     /// A handshake, and a request stream's HEADERS, must complete within this.
     pub header_read_timeout: Duration,

@@ -22,14 +22,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Open connections per client address.
 #[derive(Debug)]
-pub struct PerIp {
+pub(crate) struct PerIp {
     cap: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl PerIp {
     /// `cap` 0: no limit.
-    pub fn new(cap: usize) -> Arc<Self> {
+    pub(crate) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
             cap,
             open: Mutex::default(),
@@ -37,7 +37,7 @@ impl PerIp {
     }
 
     /// Counts a connection from `ip` in; `None` when `ip` is at its cap.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let ip = canonical(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_default();
@@ -62,7 +62,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// One connection counted against its address; counted out on drop.
 #[derive(Debug)]
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     table: Arc<PerIp>,
     ip: IpAddr,
 }
@@ -81,7 +81,7 @@ impl Drop for IpSlot {
 
 /// How long a TCP connection may be silent or stalled.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// From accept (or the end of the TLS handshake) to the first request. Bytes that make
     /// no request (a partial HTTP/2 preface, a TLS record) do not stop this clock.
     pub first_request: Duration,
@@ -100,7 +100,7 @@ fn now_ms() -> u64 {
 /// What a connection has done lately (shared by its socket wrapper, its requests and its
 /// watchdog).
 #[derive(Debug, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     /// When a byte was last read; 0: none yet.
     last_read: AtomicU64,
     /// Since when a write has been pending; 0: not blocked.
@@ -120,7 +120,7 @@ pub struct Activity {
 
 /// Why a connection is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Keep it; look again at this instant.
     Until(tokio::time::Instant),
     FirstRequest,
@@ -129,7 +129,7 @@ pub enum Verdict {
 }
 
 impl Activity {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         let activity = Self::default();
         activity.started.store(now_ms(), Ordering::Relaxed);
         Arc::new(activity)
@@ -137,14 +137,14 @@ impl Activity {
 
     /// Restarts the first-byte clock after a TLS handshake (whose own bytes do not count
     /// as a request's).
-    pub fn restart(&self) {
+    pub(crate) fn restart(&self) {
         self.last_read.store(0, Ordering::Relaxed);
         self.started.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Counts a request in until the guard is dropped (with the response body). A request is
     /// activity too, even one whose bytes arrived with the TLS handshake.
-    pub fn request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.last_read.store(now_ms(), Ordering::Relaxed);
         self.asked.store(true, Ordering::Relaxed);
@@ -152,7 +152,7 @@ impl Activity {
     }
 
     /// Whether the connection should be cut now, and if not, when to look again.
-    pub fn verdict(&self, t: &Timeouts) -> Verdict {
+    pub(crate) fn verdict(&self, t: &Timeouts) -> Verdict {
         let now = now_ms();
         let at = |ms: u64| {
             tokio::time::Instant::now() + Duration::from_millis(ms.saturating_sub(now).max(1))
@@ -189,7 +189,7 @@ impl Activity {
     }
 
     /// A slot for one response body to say since when it waits to be asked for more.
-    pub fn body_slot(&self) -> Arc<AtomicU64> {
+    pub(crate) fn body_slot(&self) -> Arc<AtomicU64> {
         let slot = Arc::new(AtomicU64::new(now_ms()));
         let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
         if owed.len() >= 2 * self.in_flight.load(Ordering::Relaxed) + 16 {
@@ -210,7 +210,7 @@ impl Activity {
     }
 
     /// Waits until the connection is to be cut; returns why.
-    pub async fn expired(&self, t: &Timeouts) -> Verdict {
+    pub(crate) async fn expired(&self, t: &Timeouts) -> Verdict {
         loop {
             match self.verdict(t) {
                 // A request that starts stalling moves the deadline earlier than the one
@@ -230,17 +230,17 @@ impl Activity {
 
 /// Marks a body slot ([`Activity::body_slot`]) as asked for its next frame (`poll` starts)
 /// or as owed to the client (a frame was handed over).
-pub fn asked(slot: &AtomicU64) {
+pub(crate) fn asked(slot: &AtomicU64) {
     slot.store(0, Ordering::Relaxed);
 }
 
-pub fn handed(slot: &AtomicU64) {
+pub(crate) fn handed(slot: &AtomicU64) {
     slot.store(now_ms(), Ordering::Relaxed);
 }
 
 /// A request in flight on a connection; it keeps the idle timeout from cutting it.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -252,18 +252,14 @@ impl Drop for InFlight {
 
 /// A socket that reports its reads and blocked writes to an [`Activity`].
 #[derive(Debug)]
-pub struct Watched<S> {
+pub(crate) struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
         Self { inner, activity }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 
     fn wrote(&self, polled: &Poll<io::Result<usize>>) {

@@ -3,6 +3,6 @@
 //! lives here.
 
 mod coalesce;
-pub mod h3;
-pub mod limits;
-pub mod tcp;
+pub(crate) mod h3;
+pub(crate) mod limits;
+pub(crate) mod tcp;

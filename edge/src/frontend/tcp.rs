@@ -20,7 +20,7 @@ use crate::service::{Protocol, RequestCtx, Service};
 
 /// Per-listener limits.
 #[derive(Debug, Clone)]
-pub struct TcpLimits {
+pub(crate) struct TcpLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -34,7 +34,7 @@ pub struct TcpLimits {
 
 /// Accepts on `listener` until `shutdown` turns true, then lets in-flight requests finish
 /// (up to the grace period). `tls` makes it an HTTPS listener.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: Arc<Service>,

@@ -40,7 +40,7 @@ use crate::body::Body;
 /// Why a fill did not produce an entry.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub enum FillError {
+pub(crate) enum FillError {
     /// The origin's body broke off. Its error is boxed and not `Clone`, hence the `Arc`; the
     /// text carries its whole source chain, as logs show it.
     #[error("origin body failed: {}", crate::origin::error_chain(&**.0))]
@@ -65,7 +65,7 @@ pub enum FillError {
 
 /// How a fill stores what it reads.
 #[derive(Debug, Clone, Copy)]
-pub struct FillLimits {
+pub(crate) struct FillLimits {
     pub chunk_size: usize,
     pub max_object_size: u64,
     /// Keep the chunks in the memory tier too (small objects).
@@ -76,7 +76,7 @@ pub struct FillLimits {
 }
 
 /// Shared state of one fill.
-pub struct Fill {
+pub(crate) struct Fill {
     store: Arc<Store>,
     /// The sliced object this fill commits slices of, if it is one.
     slices: Mutex<Option<Arc<Meta>>>,
@@ -136,13 +136,13 @@ impl State {
 const RECENT_CHUNKS: usize = 2;
 
 /// Chunks a passing fill may hold ahead of its slowest reader.
-pub const PASS_WINDOW: usize = 4;
+pub(crate) const PASS_WINDOW: usize = 4;
 
 /// How long a passing fill waits for its first reader.
 const FIRST_READER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Fill {
-    pub fn new(store: Arc<Store>) -> Arc<Self> {
+    pub(crate) fn new(store: Arc<Store>) -> Arc<Self> {
         let (progress, _) = watch::channel(0);
         Arc::new(Self {
             store,
@@ -161,7 +161,7 @@ impl Fill {
     /// A sliced object (`meta.sliced`) is committed first, and each chunk is committed as a
     /// slice entry as soon as it is written: a failure then keeps the whole slices already
     /// stored (each one complete and of this version), and the rest is fetched by range later.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         mut body: Body,
         announced: Option<u64>,
@@ -237,7 +237,8 @@ impl Fill {
     }
 
     /// Waits until the fill has ended; true if it committed an entry.
-    pub async fn finished(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) async fn finished(&self) -> bool {
         let mut rx = self.progress.subscribe();
         loop {
             rx.borrow_and_update();
@@ -251,7 +252,7 @@ impl Fill {
     }
 
     /// The sliced object this fill stores slices of (its version), once committed.
-    pub fn object(&self) -> Option<Arc<Meta>> {
+    pub(crate) fn object(&self) -> Option<Arc<Meta>> {
         self.slices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -259,7 +260,7 @@ impl Fill {
     }
 
     /// False once the fill has failed or passes through: new readers must not start on it.
-    pub fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         let state = self.lock();
         state.passing.is_none() && !matches!(state.end, Some(Err(_)))
     }

@@ -22,13 +22,15 @@ enum Step {
 
 impl Fill {
     /// A body streaming this fill from its first byte.
-    pub fn reader(self: &Arc<Self>) -> Body {
+    #[cfg(test)]
+    pub(crate) fn reader(self: &Arc<Self>) -> Body {
         self.reader_range(0, u64::MAX, ReadBudget::unlimited())
     }
 
     /// A body streaming bytes `start..end` of this fill as they arrive; what it reads back
     /// from the store counts against `budget`.
-    pub fn reader_range(self: &Arc<Self>, start: u64, end: u64, budget: ReadBudget) -> Body {
+    #[cfg(test)]
+    pub(crate) fn reader_range(self: &Arc<Self>, start: u64, end: u64, budget: ReadBudget) -> Body {
         self.reader_from(start, end, budget)
             .unwrap_or_else(|| crate::body::boxed(http_body_util::Empty::new()))
     }
@@ -36,7 +38,12 @@ impl Fill {
     /// Like [`Self::reader_range`], but `None` when a passing fill no longer holds the bytes
     /// from `start` on (decided under the lock that registers the reader, so no chunk it
     /// needs is dropped after the check).
-    pub fn reader_from(self: &Arc<Self>, start: u64, end: u64, budget: ReadBudget) -> Option<Body> {
+    pub(crate) fn reader_from(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+        budget: ReadBudget,
+    ) -> Option<Body> {
         use std::sync::atomic::Ordering::Relaxed;
         let id = {
             let mut state = self.lock();

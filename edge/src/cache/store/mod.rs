@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use cacache::Integrity;
 
-pub use self::health::WriteFailure;
 use self::health::WriteHealth;
 use self::index::{Index, touch};
 use self::load::load_index;
