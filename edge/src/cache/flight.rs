@@ -46,7 +46,7 @@ impl Inner {
             message: "origin fetch abandoned".into(),
         });
         let mut served = match result {
-            Landed::Fill { fill, head }
+            Landed::Fill { head, .. }
                 if stale.as_ref().is_some_and(|s| {
                     s.key == head.key && s.response_time == head.response_time
                 }) =>
