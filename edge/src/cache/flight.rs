@@ -46,16 +46,6 @@ impl Inner {
             message: "origin fetch abandoned".into(),
         });
         let mut served = match result {
-            Landed::Fill { head, .. }
-                if stale.as_ref().is_some_and(|s| {
-                    s.key == head.key && s.response_time == head.response_time
-                }) =>
-            {
-                // The entry this request found stale is what this flight stored: it ended
-                // between its commit and leaving the map. Reusing it would serve a stale
-                // response unvalidated, so this request asks the origin itself.
-                return self.pass(origin_req, upstream, "stale-flight").await;
-            }
             Landed::Fill { fill, head } => {
                 let own = self.variant_for(lookup, &head);
                 if own != head.key {
@@ -264,7 +254,7 @@ impl Inner {
         match verdict {
             Ok(()) => {
                 let answer = OriginAnswer { times, parts, body };
-                self.fill(key, &client, answer, &leader).await;
+                self.fill(key, &client, answer, leader).await;
             }
             Err(reason) => {
                 if !parts.status.is_server_error() && reason != NotStorable::Status {
@@ -342,13 +332,13 @@ impl Inner {
     }
 
     /// Stores a storable answer: publishes the fill (so every waiter streams from it as it
-    /// arrives) and runs it to its end.
+    /// arrives) and runs it to its end; the flight ends with the fill.
     async fn fill(
         &self,
         key: &str,
         client: &HeaderMap,
         answer: OriginAnswer<Body>,
-        leader: &Leader<Landed>,
+        leader: Leader<Landed>,
     ) {
         let OriginAnswer { times, parts, body } = answer;
         let primary = key::primary_of(key);
@@ -385,6 +375,9 @@ impl Inner {
             fill: fill.clone(),
             head: head.clone(),
         });
+        // The flight leaves the coalescer when the fill ends, before the last bytes reach a
+        // reader: a request sent after a complete response then finds the stored entry.
+        fill.on_end(move || drop(leader));
         let result = fill.run(body, announced, (*head).clone(), limits).await;
         match result {
             Ok(_) => {}

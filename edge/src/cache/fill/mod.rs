@@ -90,6 +90,8 @@ pub(crate) struct Fill {
 
 #[derive(Default)]
 struct State {
+    /// Run once when the fill ends, before its readers get their last bytes ([`Fill::on_end`]).
+    on_end: Option<Box<dyn FnOnce() + Send>>,
     /// Chunks written so far, with the offset each starts at.
     chunks: Vec<(u64, ChunkRef)>,
     /// The last chunks written, kept so readers just behind the fill skip the disk.
@@ -228,9 +230,23 @@ impl Fill {
         self.store.release(&chunks).await;
     }
 
+    /// Registers what must happen when the fill ends and before any reader gets the bytes
+    /// held back until then: a client that has every byte may send its next request at once,
+    /// and that request must find the entry, not a fill that is over (its flight leaves the
+    /// coalescer here).
+    pub(crate) fn on_end(&self, f: impl FnOnce() + Send + 'static) {
+        self.lock().on_end = Some(Box::new(f));
+    }
+
     fn finish(&self, end: Result<(), FillError>) {
         let mut state = self.lock();
         state.end = Some(end);
+        let on_end = state.on_end.take();
+        drop(state);
+        if let Some(on_end) = on_end {
+            on_end();
+        }
+        let mut state = self.lock();
         state.held_from = None;
         drop(state);
         self.progress.send_modify(|v| *v += 1);
