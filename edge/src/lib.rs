@@ -14,6 +14,7 @@
 #![warn(unreachable_pub)]
 pub mod admin;
 mod body;
+pub mod control;
 mod cache;
 pub mod config;
 pub mod demo;

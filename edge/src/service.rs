@@ -496,3 +496,13 @@ impl Drop for AccessRecord {
         });
     }
 }
+
+impl Service {
+    /// Applies a purge to this edge's cache (the selector resolved through the sites' cache
+    /// key rules); what it removed or marked stale.
+    pub async fn purge(&self, purge: &crate::control::Purge) -> crate::control::Purged {
+        // Filled in by the store's purge (issue 16): the seam the control plane calls.
+        let _ = purge;
+        crate::control::Purged::default()
+    }
+}
