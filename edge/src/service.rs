@@ -505,4 +505,11 @@ impl Service {
         let _ = purge;
         crate::control::Purged::default()
     }
+
+    /// While `suspect`, the cache may hold what a purge this edge has not seen yet removed
+    /// (the control plane is catching up): every hit revalidates with the origin first.
+    pub fn set_cache_suspect(&self, suspect: bool) {
+        // Filled in with the store's purge (issue 16).
+        let _ = suspect;
+    }
 }
