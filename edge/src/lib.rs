@@ -24,6 +24,7 @@ mod headers;
 mod metrics;
 mod origin;
 mod prewarm;
+pub mod purge;
 pub mod reload;
 pub mod rules;
 pub mod server;

@@ -73,45 +73,32 @@ pub(crate) fn purge(body: &[u8]) -> Result<Checked, String> {
             }
         ));
     }
-    let (selector, scope) = match (b.url, b.prefix, b.tag, b.host, b.all) {
-        (Some(url), ..) => {
-            let (host, path) = split_url(&url).map_err(|e| format!("url {url:?}: {e}"))?;
-            if path.is_empty() {
-                return Err(format!(
-                    "url {url:?}: no path (purge a whole host with \"host\")"
-                ));
-            }
-            (
-                Selector::Url(url.trim().to_owned()),
-                Scope::Hosts(vec![host]),
-            )
-        }
-        (_, Some(prefix), ..) => {
-            let (host, _) = split_url(&prefix).map_err(|e| format!("prefix {prefix:?}: {e}"))?;
-            (
-                Selector::Prefix(prefix.trim().to_owned()),
-                Scope::Hosts(vec![host]),
-            )
-        }
+    let selector = match (b.url, b.prefix, b.tag, b.host, b.all) {
+        (Some(url), ..) => Selector::Url(url.trim().to_owned()),
+        (_, Some(prefix), ..) => Selector::Prefix(prefix.trim().to_owned()),
         (_, _, Some(tag), ..) => {
             let tag = tag.trim();
-            if tag.is_empty() || tag.contains([' ', ',', '\t']) {
+            if tag.contains([' ', ',', '\t']) {
                 return Err(format!(
                     "tag {tag:?}: one surrogate key, no spaces or commas"
                 ));
             }
-            // Tags are not tied to a site: only a token for every site may purge by tag.
-            (Selector::Tag(tag.to_owned()), Scope::AllSites)
+            Selector::Tag(tag.to_owned())
         }
         (_, _, _, Some(host), _) => {
-            let h = host_only(&host).map_err(|e| format!("host {host:?}: {e}"))?;
-            (Selector::Host(h.clone()), Scope::Hosts(vec![h]))
+            if host.contains(['/', '?']) {
+                return Err(format!(
+                    "host {host:?}: a site name, without a path (purge a path with \"prefix\")"
+                ));
+            }
+            Selector::Host(host.trim().to_owned())
         }
-        (.., Some(true)) => (Selector::All, Scope::AllSites),
+        (.., Some(true)) => Selector::All,
         (.., Some(false)) | (.., None) => {
             return Err("all: only `true` means something (purge everything)".into());
         }
     };
+    let scope = scope_of(&selector)?;
     Ok(Checked {
         command: Command::Purge(Purge {
             id: command::new_id(),
@@ -146,9 +133,12 @@ pub(crate) fn prewarm(body: &[u8]) -> Result<Checked, String> {
         ) {
             return Err(format!("url {url:?}: not an http:// or https:// URL"));
         }
-        let (host, _) = split_url(url).map_err(|e| format!("url {url:?}: {e}"))?;
-        if !hosts.contains(&host) {
-            hosts.push(host);
+        if let Scope::Hosts(of_url) = scope_of(&Selector::Url(url.clone()))? {
+            for host in of_url {
+                if !hosts.contains(&host) {
+                    hosts.push(host);
+                }
+            }
         }
     }
     if let Some(p) = b.pops.iter().find(|p| p.trim().is_empty()) {
@@ -176,41 +166,23 @@ fn wait(text: Option<String>, max: Duration) -> Result<Option<Duration>, String>
     .transpose()
 }
 
-/// `https://host[:port]/path`, `http://…` or `host/path`: the host (lowercase, no port) and
-/// the rest (path and query, possibly empty).
-fn split_url(url: &str) -> Result<(String, &str), String> {
-    let url = url.trim();
-    let rest = match url.split_once("://") {
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
-        {
-            rest
-        }
-        Some((scheme, _)) => return Err(format!("scheme {scheme:?}: only http and https")),
-        None => url,
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    if path.starts_with('?') {
-        return Err("a query needs a path (`host/?q`)".into());
+/// The sites a selector acts on, checked by the same parse the purge makes
+/// ([`crate::purge`]). A tag is not tied to a site: only a token for every site may purge by
+/// tag, so a site's token never reaches another site's tagged objects.
+fn scope_of(selector: &Selector) -> Result<Scope, String> {
+    if let Selector::Url(url) | Selector::Prefix(url) = selector
+        && let Some((scheme, _)) = url.split_once("://")
+        && !matches!(scheme, "http" | "https")
+    {
+        return Err(format!(
+            "{url:?}: only http:// and https:// URLs (or host/path)"
+        ));
     }
-    Ok((host_only(authority)?, path))
-}
-
-/// A host name (an optional port is dropped), lowercase.
-fn host_only(text: &str) -> Result<String, String> {
-    let authority: http::uri::Authority = text
-        .trim()
-        .parse()
-        .map_err(|_| "not a host name".to_owned())?;
-    if authority.as_str().contains('@') {
-        return Err("no user information".into());
+    crate::purge::check(selector).map_err(|e| e.to_string())?;
+    match crate::purge::host_of(selector).map_err(|e| e.to_string())? {
+        Some(host) => Ok(Scope::Hosts(vec![host])),
+        None => Ok(Scope::AllSites),
     }
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() {
-        return Err("no host".into());
-    }
-    Ok(host)
 }
 
 /// The answer to a purge or a pre-warm.
@@ -379,11 +351,18 @@ mod tests {
                 r#"{"url":"cdn.example/a","colour":"red"}"#,
                 "unknown field `colour`",
             ),
-            (r#"{"url":"ftp://cdn.example/a"}"#, "only http and https"),
-            (r#"{"url":"cdn.example"}"#, "no path"),
-            (r#"{"url":"https://u@cdn.example/a"}"#, "user information"),
-            (r#"{"url":"/a"}"#, "not a host name"),
-            (r#"{"host":"cdn.example/x"}"#, "not a host name"),
+            (
+                r#"{"url":"ftp://cdn.example/a"}"#,
+                "only http:// and https://",
+            ),
+            (
+                r#"{"url":"https://u@cdn.example/a"}"#,
+                "https://u@cdn.example/a",
+            ),
+            (r#"{"url":"/a"}"#, "is not a URL"),
+            (r#"{"prefix":""}"#, "is not a URL"),
+            (r#"{"host":"cdn.example/x"}"#, "without a path"),
+            (r#"{"tag":" "}"#, "empty surrogate key"),
             (r#"{"tag":"a b"}"#, "one surrogate key"),
             (r#"{"all":false}"#, "only `true`"),
             (r#"{"all":true,"wait":"soon"}"#, "wait"),
