@@ -3,7 +3,10 @@
 //! Loaded from TOML (`edge --config edge.toml`); `edge --print-config` prints the effective
 //! config. Unknown keys are errors everywhere, so a typo never silently falls back to a default.
 
+mod control;
 pub(crate) mod unset;
+
+pub use self::control::ControlConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +30,8 @@ pub struct EdgeConfig {
     pub origin: OriginConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+    /// The control plane's bus (NATS JetStream); without servers, purges stay on this edge.
+    pub control: ControlConfig,
     /// Sites: which Host names are served, and from which origin.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
@@ -43,6 +48,7 @@ impl Default for EdgeConfig {
             origin: OriginConfig::default(),
             log: LogConfig::default(),
             reload: ReloadConfig::default(),
+            control: ControlConfig::default(),
             sites: Vec::new(),
         }
     }
@@ -565,6 +571,9 @@ impl EdgeConfig {
         if self.origin.max_concurrent == 0 {
             return bad("origin.max_concurrent must be at least 1".into());
         }
+        if let Err(e) = self.control.check(&self.name) {
+            return bad(e);
+        }
         for (i, site) in self.sites.iter().enumerate() {
             if site.hosts.is_empty() {
                 return bad(format!("site[{i}]: `hosts` is empty"));
@@ -636,9 +645,15 @@ mod tests {
         new.listen.https = None;
         new.cache.slice_size = ByteSize::mib(4);
         new.log.filter = "debug".into();
+        new.control.nats = vec!["nats://127.0.0.1:4222".into()];
         assert_eq!(
             restart_needed(&running, &new),
-            ["cache.slice_size", "listen.https", "log.filter"]
+            [
+                "cache.slice_size",
+                "control.nats",
+                "listen.https",
+                "log.filter"
+            ]
         );
         let applied = running.reloaded_with(&new);
         assert_eq!(applied.sites, new.sites);
@@ -663,6 +678,7 @@ mod tests {
             "[cache]\n",
             "[origin]\n",
             "[log]\n",
+            "[control]\n",
         ] {
             let text = format!("{section}bogus_key = 1\n");
             let err = shared::config::parse::<EdgeConfig>(&text).unwrap_err();
