@@ -14,9 +14,9 @@
 #![warn(unreachable_pub)]
 pub mod admin;
 mod body;
-pub mod control;
 mod cache;
 pub mod config;
+pub mod control;
 pub mod demo;
 mod filter;
 mod frontend;

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::cache::store::Store;
+use crate::control::ControlMetrics;
 use crate::headers::Outcome;
 use crate::service::Protocol;
 
@@ -41,6 +42,7 @@ pub struct Metrics {
     pub coalesced_waits: Counter,
     pub origin_fetches: Counter,
     pub fills_failed: Counter,
+    pub(crate) control: ControlMetrics,
 }
 
 impl Metrics {
@@ -95,6 +97,7 @@ impl Metrics {
             "Cache fills abandoned (origin body failed, length mismatch, store error)",
             fills_failed.clone(),
         );
+        let control = ControlMetrics::register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
             registry,
@@ -110,6 +113,7 @@ impl Metrics {
             coalesced_waits,
             origin_fetches,
             fills_failed,
+            control,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::cache::policy::PolicyConfig;
 use crate::cache::store::{Store, StoreLimits};
 use crate::cache::{Cache, CacheCounters, CacheLimits};
 use crate::config::{EdgeConfig, SiteConfig};
+use crate::control::{Control, EdgeLocal};
 use crate::demo::DemoOrigin;
 use crate::frontend::tcp::{self, TcpLimits};
 use crate::metrics::Metrics;
@@ -32,6 +33,7 @@ pub struct RunningEdge {
     admin: Option<SocketAddr>,
     certificate: Option<TlsMaterial>,
     service: Arc<Service>,
+    control: Arc<Control>,
     reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -109,6 +111,7 @@ impl Edge {
         };
         let https_port = https.map(|a| a.port());
         let service = Arc::new(build_service(&config, alt_svc, https_port).await?);
+        let control = Arc::new(start_control(&config, &service).await?);
         let demo_site = demo.as_ref().map(|_| config.sites[0].clone());
         let reload = Arc::new(EdgeReload::new(
             service.clone(),
@@ -199,6 +202,7 @@ impl Edge {
             admin,
             certificate,
             service,
+            control,
             reloader,
             stop,
             tasks,
@@ -234,6 +238,11 @@ impl RunningEdge {
         &self.service
     }
 
+    /// Where purges and pre-warms go: this edge alone, or every POP over the bus.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
     /// Reads the config again and applies it, as SIGHUP and `POST /reload` do.
     pub async fn reload(&self) -> anyhow::Result<String> {
         self.reloader.reload(Trigger::Request).await
@@ -247,7 +256,28 @@ impl RunningEdge {
         for task in self.tasks {
             let _ = task.await;
         }
+        // After the listeners: a purge submitted by a request still in flight is published.
+        self.control.shutdown().await;
     }
+}
+
+/// The control plane from `[control]`: over the bus, or this edge alone. With a bus, waits
+/// up to `catch_up_timeout` for the first catch-up with the stream, so that the usual start
+/// serves from the cache at once; past it the edge starts anyway, its cache suspect (every
+/// hit revalidates) until it has caught up.
+async fn start_control(config: &EdgeConfig, service: &Arc<Service>) -> anyhow::Result<Control> {
+    let local = Arc::new(EdgeLocal::new(service.clone()));
+    let metrics = service.metrics().control.clone();
+    let control = Control::start(&config.name, &config.control, local, metrics).await?;
+    let timeout = config.control.catch_up_timeout;
+    if config.control.enabled() && !control.caught_up(timeout).await {
+        tracing::warn!(
+            timeout = %humantime_serde::re::humantime::format_duration(timeout),
+            servers = ?config.control.nats,
+            "control: not caught up with the bus in time; serving, revalidating every hit until caught up"
+        );
+    }
+    Ok(control)
 }
 
 async fn build_service(

@@ -1,0 +1,43 @@
+//! [`Local`] for the edge: its cache's purge, its pre-warm, its health and suspect mark.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::{Local, Prewarm, Prewarmed, Purge, Purged};
+use crate::service::Service;
+
+/// The edge as the control plane drives it.
+pub(crate) struct EdgeLocal {
+    service: Arc<Service>,
+}
+
+impl EdgeLocal {
+    pub(crate) fn new(service: Arc<Service>) -> Self {
+        Self { service }
+    }
+}
+
+impl Local for EdgeLocal {
+    fn purge<'a>(&'a self, purge: &'a Purge) -> BoxFuture<'a, Purged> {
+        Box::pin(self.service.purge(purge))
+    }
+
+    fn prewarm<'a>(&'a self, prewarm: &'a Prewarm) -> BoxFuture<'a, Prewarmed> {
+        // The pre-warm itself (edge/src/prewarm.rs) is being written beside this; until it
+        // lands a pre-warm fetches nothing and says so with empty counts.
+        let _ = prewarm;
+        Box::pin(async { Prewarmed::default() })
+    }
+
+    fn set_cache_suspect(&self, suspect: bool) {
+        self.service.set_cache_suspect(suspect);
+    }
+
+    fn set_bus_connected(&self, connected: bool) {
+        let note = (!connected).then(|| {
+            "control bus (NATS) unreachable: serving from the cache; purges from other POPs arrive when it reconnects".to_owned()
+        });
+        self.service.set_degraded("control", note);
+    }
+}
