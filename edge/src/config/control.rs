@@ -158,7 +158,8 @@ mod tests {
     #[test]
     fn each_bad_key_is_named() {
         assert_eq!(with_bus().check("us-east"), Ok(()));
-        let cases: [(fn(&mut ControlConfig), &str); 7] = [
+        type Tweak = fn(&mut ControlConfig);
+        let cases: [(Tweak, &str); 7] = [
             (|c| c.nats.push("nats://[::1".into()), "control.nats[1]"),
             (|c| c.stream = "A.B".into(), "control.stream"),
             (|c| c.subject = "quicdn.*".into(), "control.subject"),

@@ -184,7 +184,10 @@ impl Bus {
     }
 
     pub(super) fn status(&self) -> BusStatus {
-        self.shared.status.borrow().clone()
+        BusStatus {
+            connected: *self.shared.connected.borrow(),
+            ..self.shared.status.borrow().clone()
+        }
     }
 
     pub(super) async fn shutdown(&self) {

@@ -8,6 +8,7 @@ mod support;
 mod browser;
 mod caching;
 mod coalescing;
+mod control;
 mod failover;
 mod h3;
 mod hardening;
