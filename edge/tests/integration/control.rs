@@ -281,11 +281,13 @@ async fn real_edges_apply_a_purge_submitted_at_one_and_replay_after_a_restart() 
     for edge in &edges {
         assert!(edge.control().status().unwrap().caught_up);
         assert_eq!(admin_text(edge, "/health").await, "ok\n");
+        fetch(edge, "/app.js").await;
+        assert!(fetch(edge, "/app.js").await.contains("hit"));
     }
     let s = edges[0]
         .control()
         .submit(
-            purge_url("https://cdn.test/app.js"),
+            purge_url("http://localhost/app.js"),
             Some(Duration::from_secs(5)),
         )
         .await;
@@ -293,25 +295,35 @@ async fn real_edges_apply_a_purge_submitted_at_one_and_replay_after_a_restart() 
     let mut want: Vec<String> = pops.iter().map(|p| (*p).to_owned()).collect();
     want.sort();
     assert_eq!(acked_by(&s), want);
+    for ack in &s.acks {
+        assert!(
+            matches!(ack.outcome, Outcome::Purged(p) if p.objects == 1),
+            "{ack:?}"
+        );
+    }
     for edge in &edges {
+        // Acknowledged means applied: the next request is a miss.
+        assert!(fetch(edge, "/app.js").await.contains("miss"));
         let m = admin_text(edge, "/metrics").await;
         assert_eq!(
             metric(&m, r#"quicdn_control_commands_applied_total{kind="purge"}"#),
             1.0,
             "{m}"
         );
+        assert_eq!(metric(&m, "quicdn_control_purged_objects_total"), 1.0);
         assert_eq!(metric(&m, "quicdn_control_bus_connected"), 1.0);
         assert_eq!(metric(&m, "quicdn_control_apply_lag_seconds_count"), 1.0);
     }
-    // ap-southeast stops; three purges go out; it starts again on the same cache and
-    // replays them before its start returns (catch_up_timeout).
+    assert_eq!(origin.hits("/app.js"), 6);
+    // ap-southeast stops holding /app.js; three purges go out, one of it; it starts again on
+    // the same cache and replays them before its start returns (catch_up_timeout).
     let stopped = edges.pop().unwrap();
     stopped.shutdown().await;
-    for i in 0..3 {
+    for path in ["/app.js", "/0", "/1"] {
         let s = edges[1]
             .control()
             .submit(
-                purge_url(&format!("https://cdn.test/{i}")),
+                purge_url(&format!("http://localhost{path}")),
                 Some(Duration::from_millis(300)),
             )
             .await;
@@ -336,10 +348,24 @@ async fn real_edges_apply_a_purge_submitted_at_one_and_replay_after_a_restart() 
         3.0,
         "{m}"
     );
+    // Its first request for the object purged while it was down is a miss.
+    assert!(fetch(&again, "/app.js").await.contains("miss"));
+    assert_eq!(origin.hits("/app.js"), 7);
     edges.push(again);
     for edge in edges {
         edge.shutdown().await;
     }
+}
+
+/// GETs `path` from `edge` over HTTP/1.1: its `Cache-Status`.
+async fn fetch(edge: &RunningEdge, path: &str) -> String {
+    let url = format!(
+        "http://localhost:{}{path}",
+        edge.http_addr().unwrap().port()
+    );
+    let r = Client::h1(None).get(&url).await;
+    assert_eq!(r.status, 200, "{url}");
+    r.header("cache-status").unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
