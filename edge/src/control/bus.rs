@@ -21,6 +21,9 @@ use crate::config::ControlConfig;
 /// The longest a publish waits for the stream to confirm it.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest each step of a shutdown waits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// The bus side of a [`Control`].
 pub(super) struct Bus {
     shared: Arc<Shared>,
@@ -35,8 +38,8 @@ pub(super) struct Shared {
     pub(super) js: jetstream::Context,
     pub(super) local: Arc<dyn Local>,
     pub(super) metrics: ControlMetrics,
-    /// Whether the connection is up, as its events say.
-    pub(super) connected: watch::Receiver<bool>,
+    /// The connection, as its events say.
+    pub(super) link: watch::Receiver<Link>,
     pub(super) status: watch::Sender<BusStatus>,
     pub(super) stop: watch::Sender<bool>,
     /// The `submit`s waiting for acknowledgements, by command id.
@@ -50,13 +53,13 @@ impl Bus {
         local: Arc<dyn Local>,
         metrics: ControlMetrics,
     ) -> Result<Self, ControlError> {
-        let (connected_tx, connected) = watch::channel(false);
+        let (link_tx, link) = watch::channel(Link::default());
         local.set_bus_connected(false);
         metrics.set_connected(false);
         let events = {
             let (local, metrics, servers) = (local.clone(), metrics.clone(), config.nats.clone());
             move |event: async_nats::Event| {
-                on_event(&event, &connected_tx, local.as_ref(), &metrics, &servers);
+                on_event(&event, &link_tx, local.as_ref(), &metrics, &servers);
                 async {}
             }
         };
@@ -83,7 +86,7 @@ impl Bus {
             js,
             local,
             metrics,
-            connected,
+            link,
             status: watch::channel(BusStatus::default()).0,
             stop: watch::channel(false).0,
             waiters: Mutex::new(HashMap::new()),
@@ -185,7 +188,7 @@ impl Bus {
 
     pub(super) fn status(&self) -> BusStatus {
         BusStatus {
-            connected: *self.shared.connected.borrow(),
+            connected: self.shared.link.borrow().up,
             ..self.shared.status.borrow().clone()
         }
     }
@@ -193,11 +196,20 @@ impl Bus {
     pub(super) async fn shutdown(&self) {
         self.shared.stop.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            let _ = task.await;
+        for mut task in tasks {
+            // A command being applied finishes first; a session stuck setting up (a bus
+            // that connects but does not answer) is cut off.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
-        // Sends what is buffered (the last acknowledgements) before closing.
-        if let Err(error) = self.shared.client.drain().await {
+        // Sends what is buffered (the last acknowledgements) before closing; a connection
+        // that is down has nothing to send.
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, self.shared.client.drain()).await;
+        if let Ok(Err(error)) = drained {
             tracing::debug!(%error, "control: draining the bus connection");
         }
     }
@@ -276,15 +288,24 @@ async fn collect_acks(shared: Arc<Shared>) {
     }
 }
 
+/// The bus connection's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Link {
+    pub(super) up: bool,
+    /// Connections made so far: a consumer session belongs to one, and a reconnect quicker
+    /// than the session could see the drop still ends it (and starts a catch-up).
+    pub(super) connection: u64,
+}
+
 /// Logs each change of the connection's state once, and reports it.
 fn on_event(
     event: &async_nats::Event,
-    connected: &watch::Sender<bool>,
+    link: &watch::Sender<Link>,
     local: &dyn Local,
     metrics: &ControlMetrics,
     servers: &[String],
 ) {
-    let now = match event {
+    let up = match event {
         async_nats::Event::Connected => true,
         async_nats::Event::Disconnected | async_nats::Event::Closed => false,
         other => {
@@ -292,12 +313,18 @@ fn on_event(
             return;
         }
     };
-    if !connected.send_if_modified(|c| std::mem::replace(c, now) != now) {
+    let mut changed = false;
+    link.send_modify(|l| {
+        changed = l.up != up;
+        l.up = up;
+        l.connection += u64::from(up);
+    });
+    if !changed {
         return;
     }
-    metrics.set_connected(now);
-    local.set_bus_connected(now);
-    match now {
+    metrics.set_connected(up);
+    local.set_bus_connected(up);
+    match up {
         true => tracing::info!(?servers, "control: bus connected"),
         false => tracing::warn!(
             ?servers,

@@ -20,7 +20,7 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Storag
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
-use super::bus::Shared;
+use super::bus::{Link, Shared};
 use super::order::{Order, Step};
 use super::{Command, Mode, Purge, Selector};
 
@@ -36,7 +36,7 @@ type SessionError = String;
 /// Sessions with the stream, one per connection, until the bus is stopped.
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
-    let mut connected = shared.connected.clone();
+    let mut link = shared.link.clone();
     let mut last_error: Option<String> = None;
     let mut failures = 0u32;
     // Whether the start's catch-up is done.
@@ -44,10 +44,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            r = connected.wait_for(|c| *c) => if r.is_err() { return },
+            r = link.wait_for(|l| l.up) => if r.is_err() { return },
         }
         let mut session = Session::new(&shared, started);
-        let ended = session.run(&mut stop, &mut connected).await;
+        let ended = session.run(&mut stop, &mut link).await;
         started |= session.reached;
         // Off the suspect mark whatever ended the session, once the start's catch-up is
         // done: without the bus the POP serves normally (it cannot know what it misses).
@@ -98,8 +98,9 @@ impl<'a> Session<'a> {
     async fn run(
         &mut self,
         stop: &mut watch::Receiver<bool>,
-        connected: &mut watch::Receiver<bool>,
+        link: &mut watch::Receiver<Link>,
     ) -> Result<Ended, SessionError> {
+        let connection = link.borrow().connection;
         self.shared.local.set_cache_suspect(true);
         self.shared.status.send_modify(|s| s.caught_up = false);
         let stream = self.stream().await?;
@@ -139,7 +140,9 @@ impl<'a> Session<'a> {
         loop {
             let next = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
-                _ = connected.wait_for(|c| !*c) => return Ok(Ended::Disconnected),
+                _ = link.wait_for(|l| !l.up || l.connection != connection) => {
+                    return Ok(Ended::Disconnected);
+                }
                 m = messages.next() => Some(m),
                 // While catching up, a quiet second asks whether anything is left (the
                 // target may have been deleted before this POP reached it).

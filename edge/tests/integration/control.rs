@@ -190,6 +190,21 @@ async fn every_pop_applies_every_command_in_one_order_and_acks_it() {
         .submit(purge_url("https://cdn.test/nowait"), None)
         .await;
     assert!(s.seq > 0 && s.acks.is_empty() && s.error.is_none(), "{s:?}");
+    // A pre-warm for one POP: it warms, the others acknowledge it as skipped.
+    let warm = Command::Prewarm(Prewarm {
+        id: command::new_id(),
+        urls: vec!["https://cdn.test/a".into()],
+        pops: vec!["eu-central".into()],
+        issued_ms: command::now_ms(),
+    });
+    let s = fleet[0].0.submit(warm, Some(Duration::from_secs(10))).await;
+    assert_eq!(acked_by(&s), pops, "{s:?}");
+    for ack in &s.acks {
+        match ack.pop.as_str() {
+            "eu-central" => assert!(matches!(ack.outcome, Outcome::Prewarmed(_)), "{ack:?}"),
+            _ => assert_eq!(ack.outcome, Outcome::Skipped),
+        }
+    }
     for (control, _) in fleet.iter() {
         control.shutdown().await;
     }
