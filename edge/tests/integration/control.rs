@@ -259,6 +259,55 @@ async fn a_stopped_pop_replays_what_it_missed_suspect_until_caught_up() {
     eu.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_command_lost_in_flight_is_read_from_the_stream_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let config = bus(&[nats.url().to_owned()], &["us-east", "eu-central"], 1);
+    let (us, _) = fake_pop("us-east", &config).await;
+    let (eu, _) = fake_pop("eu-central", &config).await;
+    eu.shutdown().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = us
+            .submit(
+                purge_url(&format!("https://cdn.test/{i}")),
+                Some(Duration::from_millis(100)),
+            )
+            .await;
+        ids.push(s.id);
+    }
+    // The first of them is delivered to eu-central's consumer and never acknowledged, as
+    // when a connection drops with it in flight: JetStream redelivers it only after
+    // ack_wait (30 s), and hands the next pull the two after it first.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(&config.stream).await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("eu-central").await.unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let lost = futures_util::StreamExt::next(&mut batch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lost.payload.windows(16).any(|w| w == ids[0].as_bytes()));
+    drop(batch);
+    let started = Instant::now();
+    let (eu, after) = fake_pop("eu-central", &config).await;
+    assert_eq!(
+        after.purged(),
+        ids,
+        "the stream's order, the lost one first"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not after ack_wait"
+    );
+    assert_eq!(eu.status().unwrap().replayed, 3);
+    us.shutdown().await;
+    eu.shutdown().await;
+}
+
 /// A real edge on the bus as POP `name`, its cache in `cache_dir`.
 async fn edge_on(
     name: &str,
