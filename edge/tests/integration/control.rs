@@ -27,6 +27,9 @@ enum Event {
     Suspect(bool),
 }
 
+/// What [`Recorder`] records for a soft purge of everything.
+const STALE_ALL: &str = "(all, soft)";
+
 /// A POP that records what the control plane makes it do.
 #[derive(Default)]
 struct Recorder {
@@ -61,10 +64,12 @@ impl Recorder {
 
 impl Local for Recorder {
     fn purge<'a>(&'a self, purge: &'a Purge) -> BoxFuture<'a, Purged> {
-        self.events
-            .lock()
-            .unwrap()
-            .push(Event::Purge(purge.id.clone()));
+        // The catch-up's own purge (everything, soft) has no id anyone published.
+        let id = match (&purge.selector, purge.mode) {
+            (Selector::All, Mode::Soft) => STALE_ALL.to_owned(),
+            _ => purge.id.clone(),
+        };
+        self.events.lock().unwrap().push(Event::Purge(id));
         Box::pin(async {
             Purged {
                 objects: 1,
@@ -304,6 +309,38 @@ async fn a_command_lost_in_flight_is_read_from_the_stream_in_order() {
         "not after ack_wait"
     );
     assert_eq!(eu.status().unwrap().replayed, 3);
+    us.shutdown().await;
+    eu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pop_away_longer_than_the_stream_keeps_commands_marks_its_cache_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let mut config = bus(&[nats.url().to_owned()], &["us-east", "eu-central"], 1);
+    config.max_messages = 2;
+    let (us, _) = fake_pop("us-east", &config).await;
+    let (eu, _) = fake_pop("eu-central", &config).await;
+    eu.shutdown().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let command = purge_url(&format!("https://cdn.test/{i}"));
+        ids.push(
+            us.submit(command, Some(Duration::from_millis(100)))
+                .await
+                .id,
+        );
+    }
+    // The stream kept the last two: the first two are gone before eu-central saw them.
+    let (eu, after) = fake_pop("eu-central", &config).await;
+    let want = vec![
+        Event::Suspect(true),
+        Event::Purge(STALE_ALL.into()),
+        Event::Purge(ids[2].clone()),
+        Event::Purge(ids[3].clone()),
+        Event::Suspect(false),
+    ];
+    assert_eq!(after.events(), want);
     us.shutdown().await;
     eu.shutdown().await;
 }
