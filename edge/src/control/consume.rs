@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use futures_util::StreamExt as _;
@@ -74,6 +75,18 @@ pub(super) async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// A session's view of the stream.
+struct Open {
+    stream: stream::Stream,
+    consumer: PullConsumer,
+    messages: consumer::pull::Stream,
+    order: Order,
+    /// The stream's first sequence when the session opened.
+    first_kept: u64,
+    /// The last command in the stream when the session opened: caught up once there.
+    target: u64,
+}
+
 /// One connection's worth of consuming.
 struct Session<'a> {
     shared: &'a Shared,
@@ -103,6 +116,46 @@ impl<'a> Session<'a> {
         let connection = link.borrow().connection;
         self.shared.local.set_cache_suspect(true);
         self.shared.status.send_modify(|s| s.caught_up = false);
+        let mut open = self.open().await?;
+        let mut catching_up = true;
+        if open.order.last() >= open.target {
+            self.caught_up(open.order.last());
+            catching_up = false;
+        }
+        loop {
+            let next = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
+                _ = link.wait_for(|l| !l.up || l.connection != connection) => {
+                    return Ok(Ended::Disconnected);
+                }
+                m = open.messages.next() => Some(m),
+                // While catching up, a quiet second asks whether anything is left (the
+                // target may have been deleted before this POP reached it).
+                _ = tokio::time::sleep(Duration::from_secs(1)), if catching_up => None,
+            };
+            let message = match next {
+                None => {
+                    let info = open.consumer.get_info().await;
+                    if info.is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0) {
+                        self.caught_up(open.order.last());
+                        catching_up = false;
+                    }
+                    continue;
+                }
+                Some(None) => return Err("the pull ended".into()),
+                Some(Some(Err(e))) => return Err(format!("pull: {e}")),
+                Some(Some(Ok(m))) => m,
+            };
+            self.take(&mut open, &message, catching_up).await?;
+            if catching_up && open.order.last() >= open.target {
+                self.caught_up(open.order.last());
+                catching_up = false;
+            }
+        }
+    }
+
+    /// The stream and this POP's consumer, where the POP is in it, and the pull.
+    async fn open(&self) -> Result<Open, SessionError> {
         let stream = self.stream().await?;
         let consumer = self.consumer(&stream).await?;
         let kept = stream
@@ -115,14 +168,14 @@ impl<'a> Session<'a> {
             .map_err(|e| format!("consumer info: {e}"))?
             .ack_floor
             .stream_sequence;
-        let mut order = Order::new(floor);
+        let order = Order::new(floor);
         let first_kept = kept.state.first_sequence;
         if order.missed_expired(first_kept) {
             self.stale_all(floor, first_kept).await;
         }
         let target = self.last_command(&stream).await?;
         self.shared.status.send_modify(|s| s.last_applied = floor);
-        let mut messages = consumer
+        let messages = consumer
             .stream()
             .max_messages_per_batch(256)
             // Well under `expires`: a dead connection shows within 10 s even if no event
@@ -132,64 +185,48 @@ impl<'a> Session<'a> {
             .messages()
             .await
             .map_err(|e| format!("pull: {e}"))?;
-        let mut catching_up = true;
-        if floor >= target {
-            self.caught_up(floor);
-            catching_up = false;
-        }
-        loop {
-            let next = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
-                _ = link.wait_for(|l| !l.up || l.connection != connection) => {
-                    return Ok(Ended::Disconnected);
+        Ok(Open {
+            stream,
+            consumer,
+            messages,
+            order,
+            first_kept,
+            target,
+        })
+    }
+
+    /// One delivery: applied (after any commands lost before it) unless applied before,
+    /// then acknowledged to JetStream.
+    async fn take(
+        &mut self,
+        open: &mut Open,
+        message: &jetstream::Message,
+        catching_up: bool,
+    ) -> Result<(), SessionError> {
+        let seq = message
+            .info()
+            .map_err(|e| format!("message info: {e}"))?
+            .stream_sequence;
+        if let Step::Apply { missing } = open.order.step(seq, open.first_kept) {
+            for gap in missing {
+                // Lost in flight on a reconnect: read from the stream, in order.
+                match open.stream.get_raw_message(gap).await {
+                    Ok(m) => self.apply(&m.payload, gap, catching_up).await,
+                    Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
+                    Err(e) => return Err(format!("reading command {gap}: {e}")),
                 }
-                m = messages.next() => Some(m),
-                // While catching up, a quiet second asks whether anything is left (the
-                // target may have been deleted before this POP reached it).
-                _ = tokio::time::sleep(Duration::from_secs(1)), if catching_up => None,
-            };
-            let Some(next) = next else {
-                let info = consumer.get_info().await;
-                if info.is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0) {
-                    self.caught_up(order.last());
-                    catching_up = false;
-                }
-                continue;
-            };
-            let message = match next {
-                None => return Err("the pull ended".into()),
-                Some(Err(e)) => return Err(format!("pull: {e}")),
-                Some(Ok(m)) => m,
-            };
-            let seq = message
-                .info()
-                .map_err(|e| format!("message info: {e}"))?
-                .stream_sequence;
-            if let Step::Apply { missing } = order.step(seq, first_kept) {
-                for gap in missing {
-                    // Lost in flight on a reconnect: read from the stream, in order.
-                    match stream.get_raw_message(gap).await {
-                        Ok(m) => self.apply(&m.payload, gap, catching_up).await,
-                        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
-                        Err(e) => return Err(format!("reading command {gap}: {e}")),
-                    }
-                    order.applied(gap);
-                }
-                self.apply(&message.payload, seq, catching_up).await;
-                order.applied(seq);
+                open.order.applied(gap);
             }
-            message
-                .ack()
-                .await
-                .map_err(|e| format!("acknowledging {seq}: {e}"))?;
-            self.shared
-                .status
-                .send_modify(|s| s.last_applied = order.last());
-            if catching_up && order.last() >= target {
-                self.caught_up(order.last());
-                catching_up = false;
-            }
+            self.apply(&message.payload, seq, catching_up).await;
+            open.order.applied(seq);
         }
+        message
+            .ack()
+            .await
+            .map_err(|e| format!("acknowledging {seq}: {e}"))?;
+        let last = open.order.last();
+        self.shared.status.send_modify(|s| s.last_applied = last);
+        Ok(())
     }
 
     /// The stream, created as configured if missing (an existing one is used as it is).
