@@ -55,6 +55,8 @@ impl Bus {
     ) -> Result<Self, ControlError> {
         let (link_tx, link) = watch::channel(Link::default());
         local.set_bus_connected(false);
+        // Suspect from the start, connected or not, until the first catch-up.
+        local.set_cache_suspect(true);
         metrics.set_connected(false);
         let events = {
             let (local, metrics, servers) = (local.clone(), metrics.clone(), config.nats.clone());

@@ -32,6 +32,10 @@ impl Local for EdgeLocal {
 
     fn set_cache_suspect(&self, suspect: bool) {
         self.service.set_cache_suspect(suspect);
+        let note = suspect.then(|| {
+            "catching up with the control bus: every cache hit revalidates with the origin until it has".to_owned()
+        });
+        self.service.set_degraded("control-catch-up", note);
     }
 
     fn set_bus_connected(&self, connected: bool) {

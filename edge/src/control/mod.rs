@@ -37,15 +37,12 @@ pub trait Local: Send + Sync + 'static {
     fn prewarm<'a>(&'a self, prewarm: &'a Prewarm) -> BoxFuture<'a, Prewarmed>;
 
     /// While `suspect`, the cache may hold what a purge this POP has not received yet
-    /// removed (it is catching up with the stream): the edge revalidates every hit.
-    fn set_cache_suspect(&self, suspect: bool) {
-        let _ = suspect;
-    }
+    /// removed (it is catching up with the stream): the edge revalidates every hit. No
+    /// default: a POP that ignored it would serve what a missed purge removed.
+    fn set_cache_suspect(&self, suspect: bool);
 
     /// Whether the bus is reachable, for the edge's health report.
-    fn set_bus_connected(&self, connected: bool) {
-        let _ = connected;
-    }
+    fn set_bus_connected(&self, connected: bool);
 }
 
 /// The answer to a command submitted through the API.

@@ -93,6 +93,8 @@ impl Local for Recorder {
             events.push(Event::Suspect(suspect));
         }
     }
+
+    fn set_bus_connected(&self, _connected: bool) {}
 }
 
 fn bus(servers: &[String], pops: &[&str], replicas: usize) -> ControlConfig {
@@ -494,8 +496,17 @@ async fn an_edge_starts_without_its_bus_serves_and_catches_up_when_it_comes() {
         health.contains("degraded: control bus (NATS) unreachable"),
         "{health}"
     );
+    // Not caught up: the cache is suspect, and the edge says so.
+    assert!(
+        health.contains("degraded: catching up with the control bus"),
+        "{health}"
+    );
     let url = format!("http://localhost:{}/a", edge.http_addr().unwrap().port());
     assert_eq!(Client::h1(None).get(&url).await.text(), "a");
+    // Suspect: what it stored is not served before the origin is asked again.
+    let status = fetch(&edge, "/a").await;
+    assert!(status.contains("fwd=stale"), "{status}");
+    assert_eq!(origin.hits("/a"), 2);
     // A purge without the bus applies here and says why it went no further.
     let s = edge
         .control()
@@ -523,6 +534,13 @@ async fn an_edge_starts_without_its_bus_serves_and_catches_up_when_it_comes() {
         "caught up within 15 s of the bus starting"
     );
     assert_eq!(admin_text(&edge, "/health").await, "ok\n");
+    // Caught up, the cache is trusted again (the purge above took /a: stored anew first).
+    assert!(fetch(&edge, "/a").await.contains("fwd=uri-miss"));
+    let status = fetch(&edge, "/a").await;
+    assert!(
+        status.contains("hit") && !status.contains("fwd="),
+        "{status}"
+    );
     let m = admin_text(&edge, "/metrics").await;
     assert_eq!(metric(&m, "quicdn_control_bus_connected"), 1.0);
     edge.shutdown().await;
