@@ -359,6 +359,18 @@ impl Default for LogConfig {
     }
 }
 
+impl LogConfig {
+    /// `filter` as the edge applies it: the NATS client's own lines (one per event, so one
+    /// per reconnect attempt during an outage) only from warn on, unless the filter names
+    /// it; the control plane logs each change of the bus once itself.
+    pub fn effective_filter(&self) -> String {
+        match self.filter.contains("async_nats") {
+            true => self.filter.clone(),
+            false => format!("{},async_nats=warn", self.filter),
+        }
+    }
+}
+
 /// Live reload: the config file is re-read on SIGHUP, on `edge reload` (`POST /reload` on the
 /// admin listener) and when it changes. What a reload applies: `site` (every site and its
 /// rules), `origin`, `log.access_log` and `reload`; any other changed key is reported as
@@ -666,6 +678,14 @@ mod tests {
         assert!(!applied.log.access_log);
         assert_eq!(applied.listen, running.listen);
         assert_eq!(applied.cache, running.cache);
+    }
+
+    #[test]
+    fn the_nats_client_logs_from_warn_unless_named() {
+        let mut log = LogConfig::default();
+        assert_eq!(log.effective_filter(), "info,async_nats=warn");
+        log.filter = "debug,async_nats=debug".into();
+        assert_eq!(log.effective_filter(), "debug,async_nats=debug");
     }
 
     #[test]

@@ -309,7 +309,14 @@ fn on_event(
 ) {
     let up = match event {
         async_nats::Event::Connected => true,
-        async_nats::Event::Disconnected | async_nats::Event::Closed => false,
+        async_nats::Event::Disconnected => false,
+        // Only a shutdown closes it (reconnects never end): nothing to warn about.
+        async_nats::Event::Closed => {
+            link.send_modify(|l| l.up = false);
+            metrics.set_connected(false);
+            tracing::info!("control: bus connection closed");
+            return;
+        }
         other => {
             tracing::debug!(event = %other, "control: bus event");
             return;
