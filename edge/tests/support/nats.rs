@@ -139,14 +139,14 @@ impl NatsCluster {
             .collect();
         // JetStream answers once the nodes have elected a meta leader.
         let deadline = Instant::now() + Duration::from_secs(30);
-        'elected: while Instant::now() < deadline {
-            for node in &nodes {
-                while let Ok(line) = node.log.try_recv() {
-                    if line.contains("metadata leader") {
-                        break 'elected;
-                    }
-                }
-            }
+        let elected = |node: &NatsServer| {
+            std::iter::from_fn(|| node.log.try_recv().ok()).any(|l| l.contains("metadata leader"))
+        };
+        while !nodes.iter().any(elected) {
+            assert!(
+                Instant::now() < deadline,
+                "the NATS cluster elected no JetStream meta leader within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { nodes }
