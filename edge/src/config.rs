@@ -3,6 +3,7 @@
 //! Loaded from TOML (`edge --config edge.toml`); `edge --print-config` prints the effective
 //! config. Unknown keys are errors everywhere, so a typo never silently falls back to a default.
 
+mod admin;
 mod control;
 pub(crate) mod unset;
 
@@ -16,6 +17,9 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use shared::config::ConfigError;
 use shared::telemetry::LogFormat;
+
+pub(crate) use self::admin::check_secret;
+pub use self::admin::{AdminConfig, PrewarmConfig, PurgeConfig, Secret, TokenConfig, Verb};
 
 /// Everything the edge needs to run.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -32,6 +36,12 @@ pub struct EdgeConfig {
     pub reload: ReloadConfig,
     /// The control plane's bus (NATS JetStream); without servers, purges stay on this edge.
     pub control: ControlConfig,
+    /// The admin API's bearer tokens.
+    pub admin: AdminConfig,
+    /// The HTTP `PURGE` method on the public listeners.
+    pub purge: PurgeConfig,
+    /// How pre-warm fetches.
+    pub prewarm: PrewarmConfig,
     /// Sites: which Host names are served, and from which origin.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
@@ -49,6 +59,9 @@ impl Default for EdgeConfig {
             log: LogConfig::default(),
             reload: ReloadConfig::default(),
             control: ControlConfig::default(),
+            admin: AdminConfig::default(),
+            purge: PurgeConfig::default(),
+            prewarm: PrewarmConfig::default(),
             sites: Vec::new(),
         }
     }
@@ -373,7 +386,7 @@ impl LogConfig {
 
 /// Live reload: the config file is re-read on SIGHUP, on `edge reload` (`POST /reload` on the
 /// admin listener) and when it changes. What a reload applies: `site` (every site and its
-/// rules), `origin`, `log.access_log` and `reload`; any other changed key is reported as
+/// rules), `origin`, `log.access_log`, `reload` and `admin` (tokens rotate without a restart); any other changed key is reported as
 /// needing a restart ([`restart_needed`]) and keeps its running value.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -394,7 +407,7 @@ impl Default for ReloadConfig {
 }
 
 /// Config keys (and sections) that a reload applies; see [`ReloadConfig`].
-const RELOADABLE: [&str; 4] = ["site", "origin", "log.access_log", "reload"];
+const RELOADABLE: [&str; 5] = ["site", "origin", "log.access_log", "reload", "admin"];
 
 /// The keys that differ between the running config and `new` and that only a restart applies
 /// (listeners, TLS, QUIC, `cache.dir`, `cache.slice_size`, ...), as `section.key`.
@@ -442,6 +455,7 @@ impl EdgeConfig {
         next.origin = new.origin.clone();
         next.log.access_log = new.log.access_log;
         next.reload = new.reload.clone();
+        next.admin = new.admin.clone();
         next
     }
 }
@@ -586,6 +600,9 @@ impl EdgeConfig {
         if c.memory_object_max > c.memory_budget {
             return bad("cache.memory_object_max must not exceed cache.memory_budget".into());
         }
+        if let Err(e) = admin::check(&self.admin, &self.prewarm) {
+            return bad(e);
+        }
         if self.origin.max_concurrent == 0 {
             return bad("origin.max_concurrent must be at least 1".into());
         }
@@ -631,6 +648,11 @@ impl EdgeConfig {
         let mut config: Self = shared::config::load(path)?;
         // Files named by the config are relative to it, wherever the edge runs from.
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        for token in &mut config.admin.tokens {
+            if let Some(file) = token.token_file.as_mut().filter(|f| f.is_relative()) {
+                *file = dir.join(&*file);
+            }
+        }
         for site in &mut config.sites {
             for page in &mut site.error_pages {
                 if page.file.is_relative() {
@@ -705,6 +727,9 @@ mod tests {
             "[origin]\n",
             "[log]\n",
             "[control]\n",
+            "[admin]\n",
+            "[purge]\n",
+            "[prewarm]\n",
         ] {
             let text = format!("{section}bogus_key = 1\n");
             let err = shared::config::parse::<EdgeConfig>(&text).unwrap_err();

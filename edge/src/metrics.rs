@@ -43,6 +43,8 @@ pub struct Metrics {
     pub origin_fetches: Counter,
     pub fills_failed: Counter,
     pub(crate) control: ControlMetrics,
+    pub prewarm_fetched: Counter,
+    pub prewarm_failed: Counter,
 }
 
 impl Metrics {
@@ -98,6 +100,18 @@ impl Metrics {
             fills_failed.clone(),
         );
         let control = ControlMetrics::register(&mut registry);
+        let prewarm_fetched = Counter::default();
+        registry.register(
+            "prewarm_fetched",
+            "URLs a pre-warm fetched into the cache (or found there)",
+            prewarm_fetched.clone(),
+        );
+        let prewarm_failed = Counter::default();
+        registry.register(
+            "prewarm_failed",
+            "URLs a pre-warm could not put in the cache (error, timeout, not cacheable)",
+            prewarm_failed.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
             registry,
@@ -114,6 +128,8 @@ impl Metrics {
             origin_fetches,
             fills_failed,
             control,
+            prewarm_fetched,
+            prewarm_failed,
         }
     }
 

@@ -14,11 +14,12 @@ use crate::cache::policy::PolicyConfig;
 use crate::cache::store::{Store, StoreLimits};
 use crate::cache::{Cache, CacheCounters, CacheLimits};
 use crate::config::{EdgeConfig, SiteConfig};
-use crate::control::{Control, EdgeLocal};
+use crate::control::Control;
 use crate::demo::DemoOrigin;
 use crate::frontend::tcp::{self, TcpLimits};
 use crate::metrics::Metrics;
 use crate::origin::OriginClient;
+use crate::prewarm::EdgeLocal;
 use crate::reload::{ConfigSource, EdgeReload};
 use crate::service::{Service, ServiceSettings};
 
@@ -111,14 +112,14 @@ impl Edge {
         };
         let https_port = https.map(|a| a.port());
         let service = Arc::new(build_service(&config, alt_svc, https_port).await?);
-        let control = Arc::new(start_control(&config, &service).await?);
+        let control = start_control(&config, &service).await?;
         let demo_site = demo.as_ref().map(|_| config.sites[0].clone());
         let reload = Arc::new(EdgeReload::new(
             service.clone(),
             source,
             config.clone(),
             demo_site,
-        ));
+        )?);
         let reloader = Reloader::new(reload.clone());
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(reloader.clone().watch(stopped.clone()))];
@@ -175,11 +176,15 @@ impl Edge {
             )));
         }
         if let Some(listener) = admin_listener {
+            let admin = crate::admin::Admin {
+                service: service.clone(),
+                reload: reload.clone(),
+                reloader: reloader.clone(),
+                control: control.clone(),
+            };
             tasks.push(tokio::spawn(crate::admin::serve(
                 listener,
-                service.clone(),
-                reload.clone(),
-                reloader.clone(),
+                admin,
                 stopped.clone(),
             )));
         }
@@ -261,14 +266,23 @@ impl RunningEdge {
     }
 }
 
-/// The control plane from `[control]`: over the bus, or this edge alone. With a bus, waits
-/// up to `catch_up_timeout` for the first catch-up with the stream, so that the usual start
-/// serves from the cache at once; past it the edge starts anyway, its cache suspect (every
-/// hit revalidates) until it has caught up.
-async fn start_control(config: &EdgeConfig, service: &Arc<Service>) -> anyhow::Result<Control> {
-    let local = Arc::new(EdgeLocal::new(service.clone()));
+/// The control plane, in one place, from `[control]`: over the bus, or this edge alone. The
+/// `PURGE` method gets it through the service's slot (the control plane holds the service,
+/// so the service cannot hold it first). With a bus, waits up to `catch_up_timeout` for the
+/// first catch-up with the stream, so that the usual start serves from the cache at once;
+/// past it the edge starts anyway, its cache suspect (every hit revalidates) until it has
+/// caught up.
+async fn start_control(
+    config: &EdgeConfig,
+    service: &Arc<Service>,
+) -> anyhow::Result<Arc<Control>> {
+    let local = Arc::new(EdgeLocal {
+        service: service.clone(),
+        settings: config.prewarm.clone(),
+    });
     let metrics = service.metrics().control.clone();
-    let control = Control::start(&config.name, &config.control, local, metrics).await?;
+    let control = Arc::new(Control::start(&config.name, &config.control, local, metrics).await?);
+    service.set_control(&control);
     let timeout = config.control.catch_up_timeout;
     if config.control.enabled() && !control.caught_up(timeout).await {
         tracing::warn!(
@@ -323,6 +337,7 @@ async fn build_service(
         body_memory_per_connection: config.listen.body_memory_per_connection.as_u64(),
         body_memory_total: config.listen.body_memory_total.as_u64(),
         https_port,
+        purge_allow_from: config.purge.allow_from.clone(),
     };
     Ok(Service::new(
         settings,
