@@ -34,14 +34,14 @@ pub struct EdgeConfig {
     pub origin: OriginConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
-    /// The control plane's bus (NATS JetStream); without servers, purges stay on this edge.
-    pub control: ControlConfig,
     /// The admin API's bearer tokens.
     pub admin: AdminConfig,
     /// The HTTP `PURGE` method on the public listeners.
     pub purge: PurgeConfig,
     /// How pre-warm fetches.
     pub prewarm: PrewarmConfig,
+    /// The control plane's bus (NATS JetStream); without servers, purges stay on this edge.
+    pub control: ControlConfig,
     /// Sites: which Host names are served, and from which origin.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
@@ -58,10 +58,10 @@ impl Default for EdgeConfig {
             origin: OriginConfig::default(),
             log: LogConfig::default(),
             reload: ReloadConfig::default(),
-            control: ControlConfig::default(),
             admin: AdminConfig::default(),
             purge: PurgeConfig::default(),
             prewarm: PrewarmConfig::default(),
+            control: ControlConfig::default(),
             sites: Vec::new(),
         }
     }
@@ -726,10 +726,10 @@ mod tests {
             "[cache]\n",
             "[origin]\n",
             "[log]\n",
-            "[control]\n",
             "[admin]\n",
             "[purge]\n",
             "[prewarm]\n",
+            "[control]\n",
         ] {
             let text = format!("{section}bogus_key = 1\n");
             let err = shared::config::parse::<EdgeConfig>(&text).unwrap_err();

@@ -42,9 +42,9 @@ pub struct Metrics {
     pub coalesced_waits: Counter,
     pub origin_fetches: Counter,
     pub fills_failed: Counter,
-    pub(crate) control: ControlMetrics,
     pub prewarm_fetched: Counter,
     pub prewarm_failed: Counter,
+    pub(crate) control: ControlMetrics,
 }
 
 impl Metrics {
@@ -99,7 +99,6 @@ impl Metrics {
             "Cache fills abandoned (origin body failed, length mismatch, store error)",
             fills_failed.clone(),
         );
-        let control = ControlMetrics::register(&mut registry);
         let prewarm_fetched = Counter::default();
         registry.register(
             "prewarm_fetched",
@@ -112,6 +111,7 @@ impl Metrics {
             "URLs a pre-warm could not put in the cache (error, timeout, not cacheable)",
             prewarm_failed.clone(),
         );
+        let control = ControlMetrics::register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
             registry,
@@ -127,9 +127,9 @@ impl Metrics {
             coalesced_waits,
             origin_fetches,
             fills_failed,
-            control,
             prewarm_fetched,
             prewarm_failed,
+            control,
         }
     }
 

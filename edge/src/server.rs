@@ -14,12 +14,11 @@ use crate::cache::policy::PolicyConfig;
 use crate::cache::store::{Store, StoreLimits};
 use crate::cache::{Cache, CacheCounters, CacheLimits};
 use crate::config::{EdgeConfig, SiteConfig};
-use crate::control::Control;
+use crate::control::{Control, EdgeLocal};
 use crate::demo::DemoOrigin;
 use crate::frontend::tcp::{self, TcpLimits};
 use crate::metrics::Metrics;
 use crate::origin::OriginClient;
-use crate::prewarm::EdgeLocal;
 use crate::reload::{ConfigSource, EdgeReload};
 use crate::service::{Service, ServiceSettings};
 
@@ -112,7 +111,8 @@ impl Edge {
         };
         let https_port = https.map(|a| a.port());
         let service = Arc::new(build_service(&config, alt_svc, https_port).await?);
-        let control = start_control(&config, &service).await?;
+        let control = Arc::new(start_control(&config, &service).await?);
+        service.set_control(&control);
         let demo_site = demo.as_ref().map(|_| config.sites[0].clone());
         let reload = Arc::new(EdgeReload::new(
             service.clone(),
@@ -266,23 +266,14 @@ impl RunningEdge {
     }
 }
 
-/// The control plane, in one place, from `[control]`: over the bus, or this edge alone. The
-/// `PURGE` method gets it through the service's slot (the control plane holds the service,
-/// so the service cannot hold it first). With a bus, waits up to `catch_up_timeout` for the
-/// first catch-up with the stream, so that the usual start serves from the cache at once;
-/// past it the edge starts anyway, its cache suspect (every hit revalidates) until it has
-/// caught up.
-async fn start_control(
-    config: &EdgeConfig,
-    service: &Arc<Service>,
-) -> anyhow::Result<Arc<Control>> {
-    let local = Arc::new(EdgeLocal {
-        service: service.clone(),
-        settings: config.prewarm.clone(),
-    });
+/// The control plane from `[control]`: over the bus, or this edge alone. With a bus, waits
+/// up to `catch_up_timeout` for the first catch-up with the stream, so that the usual start
+/// serves from the cache at once; past it the edge starts anyway, its cache suspect (every
+/// hit revalidates) until it has caught up.
+async fn start_control(config: &EdgeConfig, service: &Arc<Service>) -> anyhow::Result<Control> {
+    let local = Arc::new(EdgeLocal::new(service.clone(), config.prewarm.clone()));
     let metrics = service.metrics().control.clone();
-    let control = Arc::new(Control::start(&config.name, &config.control, local, metrics).await?);
-    service.set_control(&control);
+    let control = Control::start(&config.name, &config.control, local, metrics).await?;
     let timeout = config.control.catch_up_timeout;
     if config.control.enabled() && !control.caught_up(timeout).await {
         tracing::warn!(

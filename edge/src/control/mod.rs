@@ -11,11 +11,12 @@
 //! - `bus.rs`: the connection, publishing, and the acknowledgements `submit` waits for.
 //! - `consume.rs`: this POP's durable consumer: apply in order, acknowledge, catch up.
 //! - `order.rs`: what a delivery means (new, redelivered, after a gap).
-//! - `metrics.rs`: the control plane's metrics. [`Local`] for the edge is in `prewarm.rs`.
+//! - `edge.rs`: [`Local`] for the edge (its cache and service); `metrics.rs`: its metrics.
 
 mod bus;
 pub mod command;
 mod consume;
+mod edge;
 mod metrics;
 mod order;
 
@@ -26,6 +27,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 pub use self::command::{Ack, Command, Mode, Outcome, Prewarm, Prewarmed, Purge, Purged, Selector};
+pub(crate) use self::edge::EdgeLocal;
 pub(crate) use self::metrics::ControlMetrics;
 use crate::config::ControlConfig;
 
