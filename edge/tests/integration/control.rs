@@ -649,3 +649,47 @@ async fn with_a_cluster_node_down_commands_still_reach_every_pop() {
         control.shutdown().await;
     }
 }
+
+/// A pre-warm of 200 URLs sent to one POP's API reaches every POP: each fetches them all,
+/// once, and then serves each as a hit; the origin sees each URL once per POP.
+#[tokio::test]
+async fn a_prewarm_at_one_pop_fills_every_pop_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let origin = TestOrigin::start().await;
+    let urls: Vec<String> = (0..200).map(|i| format!("/w/{i}")).collect();
+    for path in &urls {
+        origin.route(
+            path,
+            Reply::ok(path.clone()).header("cache-control", "max-age=600"),
+        );
+    }
+    let pops = ["us-east", "eu-central", "ap-southeast"];
+    let control = bus(&[nats.url().to_owned()], &pops, 1);
+    let mut edges = Vec::new();
+    for pop in pops {
+        edges.push(edge_on(pop, &origin.url(), &dir.path().join(pop), &control).await);
+    }
+    let full: Vec<String> = urls
+        .iter()
+        .map(|p| format!("http://localhost{p}"))
+        .collect();
+    let body = serde_json::json!({ "urls": full, "wait": "60s" }).to_string();
+    let (status, answer) = post(&edges[0], "/prewarm", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let acks = answer["pops"].as_array().unwrap();
+    assert_eq!(acks.len(), 3, "{answer}");
+    for ack in acks {
+        assert_eq!(ack["prewarmed"]["fetched"], 200, "{ack}");
+        assert_eq!(ack["prewarmed"]["failed"], 0, "{ack}");
+    }
+    for edge in &edges {
+        for path in &urls {
+            let status = fetch(edge, path).await;
+            assert!(status.contains("; hit"), "{path}: {status}");
+        }
+    }
+    for path in &urls {
+        assert_eq!(origin.hits(path), 3, "{path}: once per POP");
+    }
+}
