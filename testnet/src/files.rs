@@ -1,4 +1,5 @@
-//! What the real binaries read: the MaxMind DB, the geodns and edge configs, unbound's config.
+//! What the real binaries read: the MaxMind DB, the geodns and edge configs, unbound's and
+//! nats-server's configs.
 //!
 //! The text is written here, then `up` checks each config with the binary's own
 //! `--check-config`, so a renamed key fails loudly instead of silently using a default.
@@ -10,7 +11,7 @@ use anyhow::Context as _;
 use geodns::citydb::CityNetwork;
 
 use crate::config::TestnetConfig;
-use crate::plan::Plan;
+use crate::plan::{NATS_CLIENT_PORT, NATS_MONITOR_PORT, NATS_ROUTE_PORT, Plan, TAGGED_ORIGIN_PORT};
 
 /// A GeoIP2-City-shaped database with one network per region: its client subnet.
 /// Nothing else is in it, so a resolver's own address (on the datacenter LAN) is unknown
@@ -154,13 +155,24 @@ first_byte_timeout = "10s"
 [[site]]
 hosts = ["{cdn}", "*.{cdn}", "{addr}"]
 origin = "http://{origin}:80"
+
+# The purge scenarios' objects, each with a surrogate key (`testnet origin`'s second port).
+[[site]]
+hosts = ["{tagged}"]
+origin = "http://{origin}:{TAGGED_ORIGIN_PORT}"
 "#,
         name = r.name,
         addr = r.pop.addr,
         cache = dir.join(format!("cache-{}", r.name)),
         cdn = config.cdn_name,
+        tagged = tagged_host(config),
         origin = plan.origin.addr,
     )
+}
+
+/// The host name of the tagged objects (an exact name wins over the first site's wildcard).
+pub fn tagged_host(config: &TestnetConfig) -> String {
+    format!("tagged.{}", config.cdn_name)
 }
 
 /// unbound as a region's recursive resolver: the CDN zone is delegated to geodns with a stub
@@ -216,5 +228,111 @@ fn unblock_special_use(cdn: &str) -> String {
         format!("    local-zone: \"{tld}.\" nodefault\n")
     } else {
         String::new()
+    }
+}
+
+/// One node of the control bus: `nats-server` in region `region`, JetStream on, routed to every
+/// other region's server over the emulated links (a full mesh, so no route depends on a third
+/// region being up). A single region runs it unclustered: JetStream then needs no peers.
+///
+/// Each pair of servers has one soliciting side, the later region in config order: when both
+/// dial each other at once over a long link, each closes one connection as a duplicate and the
+/// pair can flap for seconds (seen at 80-110 ms one way). A server that restarts is dialled
+/// again by its later peers and dials its earlier ones itself. Each also lists itself, which
+/// nats-server skips: a clustered JetStream refuses to start with no configured route.
+pub fn nats_conf(plan: &Plan, region: usize, dir: &Path) -> String {
+    let r = &plan.regions[region];
+    let mut s = format!(
+        r#"# Written by `testnet up`.
+server_name: "{name}"
+listen: "{addr}:{NATS_CLIENT_PORT}"
+# Monitoring: `testnet up` waits on /healthz (200 once JetStream has a meta leader) and
+# /routez; `testnet status` reads /jsz.
+http: "{addr}:{NATS_MONITOR_PORT}"
+
+jetstream {{
+    store_dir: {store:?}
+    max_memory_store: 64MB
+    max_file_store: 1GB
+}}
+"#,
+        name = r.name,
+        addr = r.nats.addr,
+        store = dir.join(format!("nats-{}", r.name)).display().to_string(),
+    );
+    let routes: Vec<String> = plan.regions[..=region]
+        .iter()
+        .map(|o| format!("\"nats-route://{}:{NATS_ROUTE_PORT}\"", o.nats.addr))
+        .collect();
+    if plan.regions.len() > 1 {
+        let _ = write!(
+            s,
+            r#"
+cluster {{
+    name: "quicdn-{prefix}"
+    listen: "{addr}:{NATS_ROUTE_PORT}"
+    routes: [{routes}]
+}}
+"#,
+            prefix = plan.prefix,
+            addr = r.nats.addr,
+            routes = routes.join(", "),
+        );
+    }
+    s
+}
+
+/// The bus as region `region`'s edge sees it: its own region's server first, then the others
+/// nearest first, so it fails over to the closest one.
+pub fn nats_urls(plan: &Plan, region: usize) -> Vec<String> {
+    plan.by_distance(region)
+        .into_iter()
+        .map(|k| format!("nats://{}:{NATS_CLIENT_PORT}", plan.regions[k].nats.addr))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_routes_are_dialled_by_the_later_region_only() {
+        let plan = Plan::new(&TestnetConfig::default());
+        let dir = Path::new("/state");
+        let routes = |k| {
+            let conf = nats_conf(&plan, k, dir);
+            let line = conf.lines().find(|l| l.contains("routes:")).unwrap();
+            line.matches("nats-route://").count()
+        };
+        // Itself (skipped by nats-server) plus every earlier region.
+        assert_eq!([routes(0), routes(1), routes(2)], [1, 2, 3]);
+        let ap = nats_conf(&plan, 2, dir);
+        assert!(ap.contains("server_name: \"ap-southeast\""), "{ap}");
+        assert!(ap.contains("\"nats-route://10.1.0.42:6222\""), "{ap}");
+        assert!(
+            ap.contains("store_dir: \"/state/nats-ap-southeast\""),
+            "{ap}"
+        );
+
+        let mut one = TestnetConfig::default();
+        one.regions.truncate(1);
+        one.links.truncate(1);
+        one.dns_region = "us-east".into();
+        one.validate().unwrap();
+        let conf = nats_conf(&Plan::new(&one), 0, dir);
+        assert!(!conf.contains("cluster"), "{conf}");
+    }
+
+    #[test]
+    fn each_edge_lists_its_own_server_first_then_the_nearest() {
+        let plan = Plan::new(&TestnetConfig::default());
+        assert_eq!(
+            nats_urls(&plan, 1),
+            [
+                "nats://10.2.0.42:4222",
+                "nats://10.1.0.42:4222",
+                "nats://10.3.0.42:4222"
+            ]
+        );
     }
 }

@@ -87,7 +87,7 @@ fn up_run_down_leaves_nothing_behind() {
     assert!(up.status.success(), "testnet up failed");
     assert_eq!(
         our_namespaces(&prefix).len(),
-        15,
+        18,
         "{:?}",
         our_namespaces(&prefix)
     );
@@ -102,8 +102,17 @@ fn up_run_down_leaves_nothing_behind() {
         .filter(|l| l.ends_with("running"))
         .filter_map(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
         .collect();
-    // emulator, origin, geodns, and an edge and an unbound per region.
-    assert_eq!(pids.len(), 3 + 2 * 3, "{text}");
+    // emulator, origin, geodns, and an edge, a nats-server and an unbound per region.
+    assert_eq!(pids.len(), 3 + 3 * 3, "{text}");
+    // The bus: every region's server is up, routed to the two others.
+    let bus: Vec<&str> = text.lines().filter(|l| l.contains("nats ")).collect();
+    assert_eq!(
+        bus.iter()
+            .filter(|l| l.contains("healthy, routes 2/2"))
+            .count(),
+        3,
+        "{text}"
+    );
 
     let run = testnet(&["run"], &prefix, &state, &certs);
     let table = String::from_utf8_lossy(&run.stdout).into_owned();
