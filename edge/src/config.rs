@@ -473,6 +473,11 @@ pub struct SiteConfig {
     /// Static pages for 5xx answers (the origin's, or the edge's own 502/504).
     #[serde(default, rename = "error_page")]
     pub error_pages: Vec<crate::rules::ErrorPage>,
+    /// Pass the origin's `Surrogate-Key` and `Cache-Tag` headers on to clients. By default
+    /// they are removed: they name the keys a purge by tag uses, which clients have no use
+    /// for (a parent tier for other edges sets this, so that its children index them too).
+    #[serde(default)]
+    pub keep_surrogate_keys: bool,
 }
 
 impl SiteConfig {
@@ -498,6 +503,7 @@ impl SiteConfig {
             response_headers: Default::default(),
             request_headers: Default::default(),
             rules: Vec::new(),
+            keep_surrogate_keys: false,
             error_pages: Vec::new(),
         }
     }

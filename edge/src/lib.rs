@@ -14,15 +14,16 @@
 #![warn(unreachable_pub)]
 pub mod admin;
 mod body;
-pub mod control;
 mod cache;
 pub mod config;
+pub mod control;
 pub mod demo;
 mod filter;
 mod frontend;
 mod headers;
 mod metrics;
 mod origin;
+pub mod purge;
 pub mod reload;
 pub mod rules;
 pub mod server;

@@ -150,6 +150,15 @@ impl Service {
         })
     }
 
+    /// The state new requests start on.
+    pub(crate) fn state(&self) -> arc_swap::Guard<Arc<State>> {
+        self.state.load()
+    }
+
+    pub(crate) fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
     /// Makes `state` the one new requests start on; requests under way finish on theirs.
     pub fn swap_state(&self, state: State) {
         self.state.store(Arc::new(state));
@@ -389,6 +398,10 @@ impl Service {
     ) {
         let response = &mut served.response;
         headers::strip_hop_by_hop(response.headers_mut());
+        if !site.is_some_and(|s| s.keep_surrogate_keys) {
+            // They are for the edge's purges, not for clients (Fastly's and Cloudflare's rule).
+            cache::purge::strip_surrogate_keys(response.headers_mut());
+        }
         let entry = served.status.render(&self.settings.name);
         if let Ok(v) = HeaderValue::from_str(&entry) {
             response
@@ -494,22 +507,5 @@ impl Drop for AccessRecord {
             bytes: self.bytes,
             complete: self.complete,
         });
-    }
-}
-
-impl Service {
-    /// Applies a purge to this edge's cache (the selector resolved through the sites' cache
-    /// key rules); what it removed or marked stale.
-    pub async fn purge(&self, purge: &crate::control::Purge) -> crate::control::Purged {
-        // Filled in by the store's purge (issue 16): the seam the control plane calls.
-        let _ = purge;
-        crate::control::Purged::default()
-    }
-
-    /// While `suspect`, the cache may hold what a purge this edge has not seen yet removed
-    /// (the control plane is catching up): every hit revalidates with the origin first.
-    pub fn set_cache_suspect(&self, suspect: bool) {
-        // Filled in with the store's purge (issue 16).
-        let _ = suspect;
     }
 }

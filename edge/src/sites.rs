@@ -20,6 +20,8 @@ pub struct Site {
     pub upstream: Arc<dyn Upstream>,
     /// Its path rules' patterns, in order (the rule filters hold what each rule does).
     pub rules: Arc<[crate::rules::PathPattern]>,
+    /// Pass `Surrogate-Key` and `Cache-Tag` on to clients (default: removed).
+    pub keep_surrogate_keys: bool,
 }
 
 impl Site {
@@ -78,6 +80,7 @@ impl Sites {
                 scheme: config.scheme,
                 filters: Chain::new(parts.filters),
                 rules: parts.patterns,
+                keep_surrogate_keys: config.keep_surrogate_keys,
             });
             for host in &config.hosts {
                 let host = host.trim().trim_end_matches('.').to_ascii_lowercase();

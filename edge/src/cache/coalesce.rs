@@ -81,6 +81,21 @@ impl<T: Clone> Coalescer<T> {
         Some(self.insert(&mut map, key).0)
     }
 
+    /// Takes the fetches for which `fenced(key, outcome so far)` holds out of the map (a purge
+    /// ran: a request from now on must start a fresh fetch); their waiters still get their
+    /// outcome. Returns how many.
+    pub(super) fn evict(&self, fenced: impl Fn(&str, Option<&T>) -> bool) -> u64 {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|key, (_, rx)| !fenced(key, rx.borrow().as_ref()));
+        (before - map.len()) as u64
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// The latest outcome published for `key`, while its fetch is under way.
     pub(super) fn peek(&self, key: &str) -> Option<T> {
         self.lock().get(key)?.1.borrow().clone()

@@ -218,7 +218,12 @@ impl Inner {
             discover,
         } = flight;
         let req_headers = req.headers().clone();
-        let answer = match self.ask_origin(key, req, stale.as_deref(), &upstream).await {
+        // Before the origin is asked: a purge from now on keeps what it says out of the store.
+        let fence = self.store.fence();
+        let answer = match self
+            .ask_origin(key, req, (stale.as_deref(), fence), &upstream)
+            .await
+        {
             Ok(answer) => answer,
             Err(landed) => return leader.publish(landed),
         };
@@ -233,7 +238,7 @@ impl Inner {
             && parts.status == StatusCode::PARTIAL_CONTENT
         {
             match self
-                .discovered(&primary, index, &client, &mut parts, body, times)
+                .discovered(&primary, index, &client, &mut parts, body, (times, fence))
                 .await
             {
                 Discovery::Landed(result) => return leader.publish(result),
@@ -254,7 +259,7 @@ impl Inner {
         match verdict {
             Ok(()) => {
                 let answer = OriginAnswer { times, parts, body };
-                self.fill(key, &client, answer, leader).await;
+                self.fill(key, &client, answer, (leader, fence)).await;
             }
             Err(reason) => {
                 if !parts.status.is_server_error() && reason != NotStorable::Status {
@@ -277,7 +282,7 @@ impl Inner {
         &self,
         key: &str,
         req: Request<Body>,
-        stale: Option<&Meta>,
+        (stale, fence): (Option<&Meta>, Fence),
         upstream: &Arc<dyn Upstream>,
     ) -> Result<OriginAnswer<Body>, Landed> {
         let (req_parts, _) = req.into_parts();
@@ -313,7 +318,7 @@ impl Inner {
             match stale.filter(|_| conditional) {
                 Some(stale) if policy::not_modified_selects(stale.header_map(), &parts.headers) => {
                     let times = (request_time, response_time);
-                    return Err(self.refresh(stale, &parts.headers, times).await);
+                    return Err(self.refresh(stale, &parts.headers, times, fence).await);
                 }
                 Some(_) => {
                     tracing::debug!(key = %key::shown(key), "304 names another version; fetching unconditionally");
@@ -338,7 +343,7 @@ impl Inner {
         key: &str,
         client: &HeaderMap,
         answer: OriginAnswer<Body>,
-        leader: Leader<Landed>,
+        (leader, fence): (Leader<Landed>, Fence),
     ) {
         let OriginAnswer { times, parts, body } = answer;
         let primary = key::primary_of(key);
@@ -360,9 +365,11 @@ impl Inner {
             body_len: announced.unwrap_or(0),
             chunks: Vec::new(),
             sliced: sliced.then_some(self.limits.slice_size as u64),
+            tags: purge::surrogate_keys(&parts.headers),
+            stale_since: None,
             parsed: Default::default(),
         });
-        let fill = Fill::new(self.store.clone());
+        let fill = Fill::new(self.store.clone(), fence);
         let limits = FillLimits {
             chunk_size: self.limits.slice_size,
             max_object_size: self.limits.max_object_size,

@@ -5,6 +5,27 @@
 //! *variant* key adds the request header values its response's `Vary` names, so each variant
 //! is its own entry. The two are joined with NUL, which cannot occur in either part.
 
+/// Starts each request-header or cookie part that a site's cache-key rule appends to the path
+/// of a primary key. U+0003 occurs in no request target and in no other separator here, so a
+/// purge of a URL finds every keyed form of it (`purge_matches`).
+pub const PART: char = '\u{3}';
+
+/// Whether the primary key `key` is `url` (a primary key as a purge of it computes it), bare
+/// or with header and cookie parts.
+pub fn purge_matches(key: &str, url: &str) -> bool {
+    key.strip_prefix(url)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(PART))
+}
+
+/// The host a primary key names (after its scheme, if it keys on one).
+pub fn host_of(primary: &str) -> &str {
+    let rest = ["https://", "http://"]
+        .iter()
+        .find_map(|scheme| primary.strip_prefix(scheme))
+        .unwrap_or(primary);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// The primary key for a request target: `https://host/path` when keyed on the scheme, else
 /// `host/path` (a host never contains `://`, so the two forms cannot collide).
 pub fn primary(scheme: Option<&str>, host: &str, path_and_query: &str) -> String {

@@ -10,10 +10,11 @@ use super::policy::StoredFacts;
 
 /// Bumped when the stored format changes; entries of another version are dropped at startup.
 /// 2: primary keys carry the scheme for sites that key on it.
+/// 3: cache-key rule parts start with U+0003 (U+0001 marked them as slices); tags.
+pub const FORMAT_VERSION: u32 = 3;
+
 /// Headers a response may gain over its stored ones without the map growing.
 const RESPONSE_HEADROOM: usize = 12;
-
-pub const FORMAT_VERSION: u32 = 2;
 
 /// One content-addressed piece of a body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,14 @@ pub struct Meta {
     /// (see `key::slice`), each fetched when first needed.
     #[serde(default)]
     pub sliced: Option<u64>,
+    /// Surrogate keys (`Surrogate-Key`, `Cache-Tag`) a purge by tag finds this entry by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Set by a soft purge (ms since the Unix epoch): the entry counts as expired since then,
+    /// so the next request revalidates (and `stale-while-revalidate` / `stale-if-error` still
+    /// apply). A refresh by a 304 clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<u64>,
     /// `headers` parsed once: every lookup, freshness check and response reads them.
     #[serde(skip)]
     pub parsed: std::sync::OnceLock<Parsed>,
@@ -168,6 +177,8 @@ mod tests {
             body_len: 0,
             chunks: Vec::new(),
             sliced: None,
+            tags: Vec::new(),
+            stale_since: None,
             parsed: Default::default(),
         };
         meta.set_headers(&h);

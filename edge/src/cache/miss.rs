@@ -70,14 +70,38 @@ impl Inner {
     }
 
     pub(super) fn freshness(&self, req: &HeaderMap, meta: &Meta) -> Freshness {
-        policy::stored_freshness(
+        let now = self.clock.now();
+        let freshness = policy::stored_freshness_until(
             req,
             meta.facts(),
             meta.status(),
             (meta.request_time(), meta.response_time()),
-            self.clock.now(),
+            (now, meta.stale_since.map(meta::from_millis)),
             &self.policy,
-        )
+        );
+        if !self.suspect.load(std::sync::atomic::Ordering::Relaxed) {
+            return freshness;
+        }
+        // The control plane is catching up on purges this edge may have missed: nothing is
+        // served before the origin confirms it (or fails, where stale-if-error allows it).
+        match freshness {
+            Freshness::Fresh { .. } => match policy::stored_freshness_until(
+                req,
+                meta.facts(),
+                meta.status(),
+                (meta.request_time(), meta.response_time()),
+                (now, Some(now)),
+                &self.policy,
+            ) {
+                Freshness::Stale { if_error, .. } => Freshness::Stale {
+                    staleness: Duration::ZERO,
+                    while_revalidate: false,
+                    if_error,
+                },
+                fresh => fresh,
+            },
+            stale => stale,
+        }
     }
 
     /// A range miss was answered with 206: learn the object's length from Content-Range and
@@ -89,7 +113,7 @@ impl Inner {
         client: &HeaderMap,
         parts: &mut http::response::Parts,
         body: Body,
-        times: (SystemTime, SystemTime),
+        (times, fence): ((SystemTime, SystemTime), Fence),
     ) -> Discovery {
         let size = self.limits.slice_size as u64;
         let parsed = parts
@@ -123,7 +147,7 @@ impl Inner {
         };
         match self
             .slicer
-            .begin(variant, parts, (total, index), body, times)
+            .begin(variant, parts, (total, index), body, (times, fence))
             .await
         {
             Ok(object) => Discovery::Landed(Landed::Stored {
@@ -175,13 +199,17 @@ impl Inner {
         stale: &Meta,
         not_modified: &HeaderMap,
         (request_time, response_time): (SystemTime, SystemTime),
+        fence: Fence,
     ) -> Landed {
         let merged = policy::merge_not_modified(stale.header_map(), not_modified);
         let mut meta = stale.clone();
         meta.set_headers(&merged);
+        meta.tags = purge::surrogate_keys(&merged);
+        // Revalidated: whatever a soft purge said is answered.
+        meta.stale_since = None;
         meta.request_time = meta::millis(request_time);
         meta.response_time = meta::millis(response_time);
-        match self.store.update_meta(meta.clone()).await {
+        match self.store.update_meta(meta.clone(), fence).await {
             Ok(updated) => Landed::Refreshed(updated),
             // The entry was evicted meanwhile: still answer from the refreshed head.
             Err(_) => Landed::Refreshed(Arc::new(meta)),

@@ -22,6 +22,7 @@ pub mod key;
 pub mod meta;
 mod miss;
 pub mod policy;
+pub(crate) mod purge;
 pub mod range;
 mod respond;
 mod slices;
@@ -46,7 +47,7 @@ use self::policy::{Conditional, Freshness, NotStorable, PolicyConfig, Vary};
 use self::range::{ByteRange, RangeAnswer};
 use self::respond::Responder;
 use self::slices::{OriginTemplate, SliceError, Slicer};
-use self::store::Store;
+use self::store::{Fence, Store};
 use crate::body::{self, Body};
 use crate::headers::{CacheStatus, Outcome};
 use crate::origin::OriginError;
@@ -126,6 +127,8 @@ struct Inner {
     responder: Responder,
     counters: CacheCounters,
     clock: Arc<dyn Clock>,
+    /// Set while the control plane catches up on purges: every hit revalidates.
+    suspect: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of one origin request, shared with every request that waited for it.
@@ -183,6 +186,7 @@ impl Cache {
         let passes = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(limits.pass_memory)
+            .support_invalidation_closures()
             .build();
         let slicer = Arc::new(Slicer::new(
             store.clone(),
@@ -205,6 +209,7 @@ impl Cache {
                 responder,
                 counters,
                 clock,
+                suspect: Default::default(),
             }),
         }
     }

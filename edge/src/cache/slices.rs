@@ -23,7 +23,7 @@ use super::budget::ReadBudget;
 use super::coalesce::{Coalescer, Joined, Leader, Waiter};
 use super::meta::{self, ChunkRef, FORMAT_VERSION, Meta};
 use super::range::{self, ByteRange};
-use super::store::{Store, StoreError};
+use super::store::{Fence, Scope, Store, StoreError};
 use super::{Upstream, fill_request, key};
 use crate::body::{self, Body, BoxError};
 use crate::origin::OriginError;
@@ -100,6 +100,9 @@ pub(super) fn slice_meta(object: &Meta, index: u64, chunk: ChunkRef) -> Meta {
         body_len: chunk.len,
         chunks: vec![chunk],
         sliced: None,
+        // A slice is found through its object: the tags are the object's.
+        tags: Vec::new(),
+        stale_since: None,
         parsed: Default::default(),
     }
 }
@@ -182,6 +185,11 @@ impl Slicer {
             read_ahead,
             origin_fetches,
         }
+    }
+
+    /// Fences off the slice fetches a purge of `scope` may take (see [`Coalescer::evict`]).
+    pub(super) fn evict(&self, scope: &Scope) -> u64 {
+        self.flights.evict(|key, _| scope.may_match(key, None))
     }
 
     /// Bytes `span` of a sliced object as a body; `first` is the first touched slice,
@@ -357,6 +365,7 @@ impl Slicer {
             return Err(SliceError::NoOrigin);
         };
         let mut req: Request<Body> = fill_request(origin_parts, None);
+        let fence = self.store.fence();
         let value = format!("bytes={}-{}", want.start, want.end - 1);
         if let Ok(v) = HeaderValue::from_str(&value) {
             req.headers_mut().insert(header::RANGE, v);
@@ -382,7 +391,7 @@ impl Slicer {
                     return Err(SliceError::Changed);
                 }
                 let bytes = read_exact(body, want.len()).await?;
-                self.store_slice(object, index, bytes.clone()).await;
+                self.store_slice(object, index, bytes.clone(), fence).await;
                 Ok(bytes)
             }
             StatusCode::OK => {
@@ -390,7 +399,7 @@ impl Slicer {
                 if !same_version(ours, object.body_len, &parts.headers, total) {
                     return Err(SliceError::Changed);
                 }
-                self.slices_from_full_body(object, index, body).await
+                self.slices_from_full_body(object, index, body, fence).await
             }
             status => Err(SliceError::Status(status)),
         }
@@ -406,6 +415,7 @@ impl Slicer {
         object: &Arc<Meta>,
         wanted: u64,
         body: Body,
+        fence: Fence,
     ) -> SliceResult {
         let count = object.body_len.div_ceil(object.sliced.unwrap_or(1).max(1));
         let waiting: HashMap<u64, Leader<SliceResult>> = (wanted + 1..count)
@@ -415,7 +425,7 @@ impl Slicer {
         let (slicer, object) = (self.clone(), object.clone());
         tokio::spawn(async move {
             slicer
-                .split_full_body(&object, body, (wanted, tx), waiting)
+                .split_full_body(&object, body, (wanted, tx), waiting, fence)
                 .await
         });
         rx.await.unwrap_or(Err(SliceError::Abandoned))
@@ -429,6 +439,7 @@ impl Slicer {
         mut body: Body,
         (wanted, tx): (u64, tokio::sync::oneshot::Sender<SliceResult>),
         mut waiting: HashMap<u64, Leader<SliceResult>>,
+        fence: Fence,
     ) {
         let size = object.sliced.unwrap_or(1).max(1) as usize;
         let mut tx = Some(tx);
@@ -455,7 +466,7 @@ impl Slicer {
                 if buf.len() == size || last {
                     let bytes = std::mem::replace(&mut buf, BytesMut::with_capacity(size));
                     let bytes = bytes.freeze();
-                    self.store_slice(object, index, bytes.clone()).await;
+                    self.store_slice(object, index, bytes.clone(), fence).await;
                     if index == wanted
                         && let Some(tx) = tx.take()
                     {
@@ -478,7 +489,7 @@ impl Slicer {
         }
     }
 
-    async fn store_slice(&self, object: &Meta, index: u64, bytes: Bytes) {
+    async fn store_slice(&self, object: &Meta, index: u64, bytes: Bytes, fence: Fence) {
         let chunk = match self.store.write_chunk(bytes, false).await {
             Ok(chunk) => chunk,
             Err(e) => {
@@ -488,7 +499,7 @@ impl Slicer {
         };
         if let Err(e) = self
             .store
-            .commit(slice_meta(object, index, chunk.clone()))
+            .commit(slice_meta(object, index, chunk.clone()), fence)
             .await
         {
             tracing::warn!(error = %e, "cannot store slice");
@@ -504,7 +515,7 @@ impl Slicer {
         parts: &http::response::Parts,
         (total, index): (u64, u64),
         body: Body,
-        times: (SystemTime, SystemTime),
+        (times, fence): ((SystemTime, SystemTime), Fence),
     ) -> Result<Arc<Meta>, SliceError> {
         let size = self.slice_size;
         let mut headers = parts.headers.clone();
@@ -520,15 +531,17 @@ impl Slicer {
             body_len: total,
             chunks: Vec::new(),
             sliced: Some(size),
+            tags: super::purge::surrogate_keys(&headers),
+            stale_since: None,
             parsed: Default::default(),
         };
         let want = range::slice_range(index, size, total);
         let bytes = read_exact(body, want.len()).await?;
         // The slice before the head: a request that finds the head must find this slice too,
         // or it would fetch the slice again (a second origin request for one range miss).
-        self.store_slice(&object, index, bytes).await;
+        self.store_slice(&object, index, bytes, fence).await;
         self.store
-            .commit(object)
+            .commit(object, fence)
             .await
             .map_err(|e| SliceError::Store(Arc::new(e)))
     }

@@ -8,6 +8,7 @@ use http_body_util::BodyExt as _;
 use super::*;
 use crate::cache::budget::ReadBudget;
 use crate::cache::store::StoreLimits;
+use crate::control;
 
 /// Time that moves only when told to.
 struct FakeClock(StdMutex<SystemTime>);
@@ -315,4 +316,147 @@ async fn a_range_of_an_unknown_object_fetches_one_slice() {
     let asked = upstream.asked();
     assert_eq!(asked.len(), 2);
     assert_eq!(asked[1].headers["range"], "bytes=3072-4095");
+}
+
+fn url(path: &str) -> store::Scope {
+    store::Scope::Urls(vec![format!("t.test{path}")])
+}
+
+#[tokio::test]
+async fn a_purge_fences_a_fetch_under_way_and_a_later_request_starts_its_own() {
+    let f = fixture(1 << 20).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = n.clone();
+    let upstream = Arc::new(FakeUpstream {
+        asked: StdMutex::default(),
+        answer: Box::new(move |_| {
+            let v = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let body: &'static str = if v == 1 { "v1" } else { "v2" };
+            response(200, &[("cache-control", "max-age=60")], body)
+        }),
+        gate: Some(gate.clone()),
+    });
+    let before = get(&f, &upstream, "/a", &[]);
+    let purge = async {
+        // Once the first request's flight has asked the origin (the test runtime has one
+        // thread: the flight's task runs to the gate while this one yields).
+        while f.cache.inner.flights.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let purged = f.cache.purge(url("/a"), control::Mode::Hard, 0).await;
+        assert_eq!(purged.fenced, 1);
+        gate.add_permits(1);
+    };
+    let ((_, _, body), ()) = tokio::join!(before, purge);
+    assert_eq!(
+        body, "v1",
+        "the request from before the purge still gets its answer"
+    );
+    // Arrived after the purge: its own fetch, not the old one; v1 was not stored.
+    gate.add_permits(1);
+    let (_, cs, body) = get(&f, &upstream, "/a", &[]).await;
+    assert_eq!(body, "v2", "{cs}");
+    assert!(cs.contains("fwd=uri-miss"), "v1 was not stored: {cs}");
+    let (_, cs, body) = get(&f, &upstream, "/a", &[]).await;
+    assert!(cs.contains("hit") && body == "v2", "{cs}");
+    assert_eq!(upstream.asked().len(), 2);
+}
+
+#[tokio::test]
+async fn soft_purge_revalidates_and_keeps_stale_while_revalidate() {
+    let f = fixture(1 << 20).await;
+    let upstream = FakeUpstream::new(|req| {
+        let cc = if req.uri().path() == "/swr" {
+            "max-age=600, stale-while-revalidate=30"
+        } else {
+            "max-age=600"
+        };
+        match req.headers().get("if-none-match") {
+            Some(_) => response(304, &[("etag", "\"v1\""), ("cache-control", cc)], ""),
+            None => response(200, &[("etag", "\"v1\""), ("cache-control", cc)], "body"),
+        }
+    });
+    get(&f, &upstream, "/s", &[]).await;
+    get(&f, &upstream, "/swr", &[]).await;
+    let purged = f
+        .cache
+        .purge(
+            store::Scope::Prefixes(vec!["t.test/".into()]),
+            control::Mode::Soft,
+            0,
+        )
+        .await;
+    assert_eq!(purged.objects, 2);
+    let (status, cs, body) = get(&f, &upstream, "/s", &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "body"));
+    assert!(
+        cs.contains("fwd=stale") && cs.contains("fwd-status=304"),
+        "{cs}"
+    );
+    assert_eq!(upstream.asked()[2].headers["if-none-match"], "\"v1\"");
+    // The 304 answered the purge: fresh again.
+    let (_, cs, _) = get(&f, &upstream, "/s", &[]).await;
+    assert!(cs.contains("hit") && cs.contains("ttl=600"), "{cs}");
+    // Within its stale-while-revalidate window, a soft-purged entry is served stale at once
+    // while it revalidates behind.
+    f.clock.advance(Duration::from_secs(5));
+    let (_, cs, _) = get(&f, &upstream, "/swr", &[]).await;
+    assert!(cs.contains("stale-while-revalidate"), "{cs}");
+}
+
+#[tokio::test]
+async fn tags_come_from_the_response_and_a_suspect_cache_revalidates_every_hit() {
+    let f = fixture(1 << 20).await;
+    let upstream = FakeUpstream::new(|req| {
+        let tag = if req.uri().path() == "/t" {
+            "t1 shared"
+        } else {
+            "t2, shared"
+        };
+        match req.headers().get("if-none-match") {
+            Some(_) => response(
+                304,
+                &[("etag", "\"v1\""), ("cache-control", "max-age=600")],
+                "",
+            ),
+            None => response(
+                200,
+                &[
+                    ("etag", "\"v1\""),
+                    ("cache-control", "max-age=600"),
+                    ("surrogate-key", tag),
+                ],
+                "body",
+            ),
+        }
+    });
+    get(&f, &upstream, "/t", &[]).await;
+    get(&f, &upstream, "/u", &[]).await;
+    let purged = f
+        .cache
+        .purge(store::Scope::Tag("t1".into()), control::Mode::Hard, 0)
+        .await;
+    assert_eq!(purged.objects, 1);
+    let (_, cs, _) = get(&f, &upstream, "/u", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    let (_, cs, _) = get(&f, &upstream, "/t", &[]).await;
+    assert!(cs.contains("fwd=uri-miss"), "{cs}");
+    f.cache.set_suspect(true);
+    let (_, cs, _) = get(&f, &upstream, "/u", &[]).await;
+    assert!(
+        cs.contains("fwd=stale") && cs.contains("fwd-status=304"),
+        "{cs}"
+    );
+    f.cache.set_suspect(false);
+    let (_, cs, _) = get(&f, &upstream, "/u", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    let purged = f
+        .cache
+        .purge(store::Scope::Tag("shared".into()), control::Mode::Hard, 0)
+        .await;
+    assert_eq!(purged.objects, 2);
 }

@@ -121,9 +121,11 @@ impl Compiled {
             key.push('?');
             key.push_str(&params.join("&"));
         }
-        // \u{1} cannot occur in a request target: these parts never collide with a path.
+        // The separator cannot occur in a request target (these parts never collide with a
+        // path), nor in the cache's own key separators (a slice's, a variant's).
         for name in &self.headers {
-            key.push_str("\u{1}h:");
+            key.push(crate::cache::key::PART);
+            key.push_str("h:");
             key.push_str(name.as_str());
             key.push('=');
             let values: Vec<&[u8]> = req
@@ -135,7 +137,8 @@ impl Compiled {
             key.push_str(&String::from_utf8_lossy(&values.join(&b","[..])));
         }
         for cookie in &self.cookies {
-            key.push_str("\u{1}c:");
+            key.push(crate::cache::key::PART);
+            key.push_str("c:");
             key.push_str(cookie);
             key.push('=');
             if let Some(value) = cookie_value(&req.headers, cookie) {
@@ -231,24 +234,24 @@ mod tests {
         let keep = rule(QueryKey::Keep, &["utm_*", "fbclid"], &[]);
         assert_eq!(
             keep.key("/a?utm_source=x&id=1&fbclid=2&utm_medium=y", &none),
-            "/a?id=1\u{1}h:x-device=\u{1}c:lang="
+            "/a?id=1\u{3}h:x-device=\u{3}c:lang="
         );
         assert_eq!(
             keep.key("/a?utm_source=x", &none),
-            "/a\u{1}h:x-device=\u{1}c:lang="
+            "/a\u{3}h:x-device=\u{3}c:lang="
         );
         let sort = rule(QueryKey::Sort, &[], &[]);
         assert_eq!(sort.key("/a?b=1&a=2", &none), sort.key("/a?a=2&b=1", &none));
         let only = rule(QueryKey::Keep, &[], &["id", "v*"]);
         assert!(
             only.key("/a?x=1&id=2&ver=3", &none)
-                .starts_with("/a?id=2&ver=3\u{1}")
+                .starts_with("/a?id=2&ver=3\u{3}")
         );
         let ignore = rule(QueryKey::Ignore, &[], &[]);
         let with = parts(&[("x-device", "mobile"), ("cookie", "a=1; lang=de")]);
         assert_eq!(
             ignore.key("/a?z=1", &with),
-            "/a\u{1}h:x-device=mobile\u{1}c:lang=de"
+            "/a\u{3}h:x-device=mobile\u{3}c:lang=de"
         );
         assert!(Name::parse("u*m", "t").is_err());
     }

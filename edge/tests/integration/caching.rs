@@ -9,22 +9,6 @@ use http_body_util::Full;
 use crate::support::edge::{Proto, TestEdge, metric};
 use crate::support::origin::{Reply, TestOrigin};
 
-/// Runs `case` once per protocol, each with a fresh origin and edge.
-macro_rules! per_protocol {
-    ($name:ident, $case:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for proto in Proto::ALL {
-                let origin = TestOrigin::start().await;
-                let edge = TestEdge::start(&origin.url()).await;
-                let f = $case;
-                f(proto, &origin, &edge).await;
-                edge.stop().await;
-            }
-        }
-    };
-}
-
 fn cache_status(resp: &crate::support::client::Resp) -> String {
     resp.header("cache-status").unwrap_or_default().to_owned()
 }

@@ -5,6 +5,23 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// Runs `case` once per protocol, each with a fresh origin and edge (defined before the
+/// modules that use it: a macro is in scope from its definition on).
+macro_rules! per_protocol {
+    ($name:ident, $case:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for proto in $crate::support::edge::Proto::ALL {
+                let origin = $crate::support::origin::TestOrigin::start().await;
+                let edge = $crate::support::edge::TestEdge::start(&origin.url()).await;
+                let f = $case;
+                f(proto, &origin, &edge).await;
+                edge.stop().await;
+            }
+        }
+    };
+}
+
 mod browser;
 mod caching;
 mod coalescing;
@@ -13,6 +30,7 @@ mod h3;
 mod hardening;
 mod media;
 mod process;
+mod purge;
 mod ranges;
 mod reload;
 mod robustness;

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::meta::{ChunkRef, Meta};
-use super::store::{Store, StoreError};
+use super::store::{Fence, Store, StoreError};
 use crate::body::Body;
 
 /// Why a fill did not produce an entry.
@@ -78,6 +78,8 @@ pub(crate) struct FillLimits {
 /// Shared state of one fill.
 pub(crate) struct Fill {
     store: Arc<Store>,
+    /// Taken before the origin was asked: a purge since then keeps this fill out of the store.
+    fence: Fence,
     /// The sliced object this fill commits slices of, if it is one.
     slices: Mutex<Option<Arc<Meta>>>,
     /// Readers streaming this fill now, and whether any ever did: a sliced fill stops pulling
@@ -144,10 +146,11 @@ pub(crate) const PASS_WINDOW: usize = 4;
 const FIRST_READER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Fill {
-    pub(crate) fn new(store: Arc<Store>) -> Arc<Self> {
+    pub(crate) fn new(store: Arc<Store>, fence: Fence) -> Arc<Self> {
         let (progress, _) = watch::channel(0);
         Arc::new(Self {
             store,
+            fence,
             slices: Mutex::default(),
             readers: Arc::default(),
             had_readers: std::sync::atomic::AtomicBool::new(false),
@@ -174,7 +177,7 @@ impl Fill {
             // A clone: if the store cannot take it, the fill goes on without it.
             let object = self
                 .store
-                .commit(meta.clone())
+                .commit(meta.clone(), self.fence)
                 .await
                 .map_err(FillError::Store);
             match object {
@@ -205,10 +208,20 @@ impl Fill {
                 let chunks = self.lock().chunks.iter().map(|(_, c)| c.clone()).collect();
                 meta.chunks = chunks;
                 meta.body_len = total;
-                self.store.commit(meta).await.map_err(FillError::Store)
+                self.store
+                    .commit(meta, self.fence)
+                    .await
+                    .map_err(FillError::Store)
             }
             Err(e) => Err(e),
         };
+        if let Err(FillError::Store(StoreError::Purged(_))) = &committed {
+            // Fenced off by a purge: the readers that joined before it still get the whole
+            // body, from the chunks written, which are released once they are done.
+            self.lock().release_on_drop = true;
+            self.finish(Ok(()));
+            return committed;
+        }
         if committed.is_err() {
             self.release_written().await;
         }

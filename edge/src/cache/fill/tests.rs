@@ -21,6 +21,8 @@ fn meta() -> Meta {
         body_len: 0,
         chunks: Vec::new(),
         sliced: None,
+        tags: Vec::new(),
+        stale_since: None,
         parsed: Default::default(),
     }
 }
@@ -65,7 +67,7 @@ async fn collect(body: Body) -> Result<Vec<u8>, BoxError> {
 #[tokio::test]
 async fn early_and_late_readers_get_every_byte_and_the_entry_is_stored() {
     let (_dir, store) = store().await;
-    let fill = Fill::new(store.clone());
+    let fill = Fill::new(store.clone(), store.fence());
     let (tx, body) = channel_body();
     let expected: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     let early = tokio::spawn(collect(fill.reader()));
@@ -93,7 +95,7 @@ async fn early_and_late_readers_get_every_byte_and_the_entry_is_stored() {
 #[tokio::test]
 async fn a_broken_origin_body_fails_readers_and_stores_nothing() {
     let (dir, store) = store().await;
-    let fill = Fill::new(store.clone());
+    let fill = Fill::new(store.clone(), store.fence());
     let (tx, body) = channel_body();
     let reader = tokio::spawn(collect(fill.reader()));
     let task = tokio::spawn(fill.clone().run(body, Some(50_000), meta(), limits()));
@@ -112,7 +114,7 @@ async fn a_broken_origin_body_fails_readers_and_stores_nothing() {
 #[tokio::test]
 async fn a_short_body_is_not_stored() {
     let (_dir, store) = store().await;
-    let fill = Fill::new(store.clone());
+    let fill = Fill::new(store.clone(), store.fence());
     let (tx, body) = channel_body();
     let task = tokio::spawn(fill.clone().run(body, Some(100), meta(), limits()));
     tx.send(Ok(Bytes::from_static(b"only a part")))

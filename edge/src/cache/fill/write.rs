@@ -120,7 +120,7 @@ impl Fill {
         if let (Some(object), Some(written)) = (object, &chunk) {
             let index = self.lock().chunks.len() as u64;
             let slice = crate::cache::slices::slice_meta(&object, index, written.clone());
-            if let Err(e) = self.store.commit(slice).await {
+            if let Err(e) = self.store.commit(slice, self.fence).await {
                 // The slices stored so far stay; the rest is passed through.
                 tracing::warn!(error = %e, "cannot store slice");
                 self.store.release(std::slice::from_ref(written)).await;

@@ -123,6 +123,16 @@ impl StoredFacts {
         corrected_initial_age.saturating_add(since(now, response_time))
     }
 
+    /// The response's Date, if valid.
+    pub fn date(&self) -> Option<SystemTime> {
+        self.date
+    }
+
+    /// The response's Age (0 when missing or invalid).
+    pub fn age(&self) -> Duration {
+        self.age
+    }
+
     /// The response's Date, or `fallback` when it is missing or invalid (RFC 9111 4.2.3).
     fn date_or(&self, fallback: SystemTime) -> SystemTime {
         self.date.unwrap_or(fallback)
@@ -199,10 +209,27 @@ pub fn stored_freshness(
     now: SystemTime,
     cfg: &PolicyConfig,
 ) -> Freshness {
+    stored_freshness_until(req_headers, stored, status, times, (now, None), cfg)
+}
+
+/// [`stored_freshness`] of a response that a soft purge expired at `expired_at` (if set):
+/// its lifetime ends there at the latest, so it is stale from then on, by as much time as
+/// has passed since, and the stale rules (`stale-while-revalidate`, `stale-if-error`) apply.
+pub fn stored_freshness_until(
+    req_headers: &HeaderMap,
+    stored: &StoredFacts,
+    status: StatusCode,
+    times: (SystemTime, SystemTime),
+    (now, expired_at): (SystemTime, Option<SystemTime>),
+    cfg: &PolicyConfig,
+) -> Freshness {
     let (request_time, response_time) = times;
     let resp = &stored.cc;
     let req = request_directives(req_headers);
-    let (lifetime, _) = stored.lifetime(status, response_time, cfg);
+    let (mut lifetime, _) = stored.lifetime(status, response_time, cfg);
+    if let Some(at) = expired_at {
+        lifetime = lifetime.min(stored.current_age(request_time, response_time, at));
+    }
     let age = stored.current_age(request_time, response_time, now);
     let rules = StaleRules {
         resp,

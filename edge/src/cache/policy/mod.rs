@@ -30,7 +30,7 @@ pub use self::cache_control::CacheControl;
 pub use self::fields::list_members;
 pub use self::freshness::{
     Freshness, PolicyConfig, StoredFacts, current_age, freshness, freshness_lifetime,
-    stored_freshness,
+    stored_freshness, stored_freshness_until,
 };
 pub use self::invalidation::{invalidates, invalidation_targets};
 pub use self::storable::{NotStorable, heuristically_cacheable, storable, understood_status};

@@ -6,21 +6,43 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cacache::Integrity;
 
-use super::{Store, StoreError};
+use super::{Fence, Store, StoreError};
 use crate::cache::meta::{ChunkRef, Meta};
 
 impl Store {
     /// Stores `meta` (whose chunks the caller holds references on) under `meta.key`, replacing
-    /// any previous entry, then evicts down to the disk budget.
-    pub async fn commit(&self, meta: Meta) -> Result<Arc<Meta>, StoreError> {
+    /// any previous entry, then evicts down to the disk budget. `fence` was taken before the
+    /// response was asked for: a purge that matches it since refuses it ([`StoreError::Purged`]).
+    pub(crate) async fn commit(&self, meta: Meta, fence: Fence) -> Result<Arc<Meta>, StoreError> {
+        // Checked first so that a refused entry costs no write; again under the lock, where
+        // a purge cannot slip in between.
+        Self::check_fence(&self.lock(), &meta, fence)?;
         // A failed write is reported (and makes room) where it failed, once.
         let meta_ref = self.write_meta(&meta).await?;
         let meta = Arc::new(meta);
         let released = {
             let mut index = self.lock();
-            let old = index.insert(meta.clone(), meta_ref.clone());
-            old.map(|slot| index.release_slot(&slot))
-                .unwrap_or_default()
+            match Self::check_fence(&index, &meta, fence) {
+                Ok(()) => {
+                    let old = index.insert(meta.clone(), meta_ref.clone());
+                    Ok(old
+                        .map(|slot| index.release_slot(&slot))
+                        .unwrap_or_default())
+                }
+                Err(e) => Err((e, index.unref(&meta_ref.sri))),
+            }
+        };
+        let released = match released {
+            Ok(released) => released,
+            Err((e, unreferenced)) => {
+                // The disk index now names the refused meta: drop that line (an older entry
+                // of this key is then served until a restart, and not after: safe).
+                self.remove_index_entry(&meta.key).await;
+                if unreferenced {
+                    self.delete_unreferenced(vec![meta_ref.sri]).await;
+                }
+                return Err(e);
+            }
         };
         self.delete_unreferenced(released).await;
         self.enforce_budget(Some(&meta.key)).await;
@@ -28,7 +50,11 @@ impl Store {
     }
 
     /// Replaces the head of an existing entry (a 304 refreshed it), keeping its body chunks.
-    pub async fn update_meta(&self, mut meta: Meta) -> Result<Arc<Meta>, StoreError> {
+    pub(crate) async fn update_meta(
+        &self,
+        mut meta: Meta,
+        fence: Fence,
+    ) -> Result<Arc<Meta>, StoreError> {
         let chunks = {
             let mut index = self.lock();
             let Some(slot) = index.entries.get(&meta.key) else {
@@ -44,14 +70,14 @@ impl Store {
             }
             meta.chunks.clone()
         };
-        let committed = self.commit(meta).await;
+        let committed = self.commit(meta, fence).await;
         if committed.is_err() {
             self.release(&chunks).await;
         }
         committed
     }
 
-    async fn write_meta(&self, meta: &Meta) -> Result<ChunkRef, StoreError> {
+    pub(super) async fn write_meta(&self, meta: &Meta) -> Result<ChunkRef, StoreError> {
         let json = serde_json::to_vec(meta).map_err(|e| StoreError::EncodeMeta(Arc::new(e)))?;
         let meta_ref = self.write_chunk(Bytes::from(json), false).await?;
         let opts = cacache::WriteOpts::new()
@@ -99,7 +125,7 @@ impl Store {
         let _ = cacache::remove_hash(&self.dir, sri).await;
     }
 
-    async fn remove_index_entry(&self, key: &str) {
+    pub(super) async fn remove_index_entry(&self, key: &str) {
         let opts = cacache::RemoveOpts::new().remove_fully(true);
         match opts.remove(&self.dir, key).await {
             Ok(()) => {}

@@ -1,7 +1,7 @@
 //! The in-memory index: every entry's meta, the recency order eviction follows, the chunk
 //! references, and the variant and slice lists of each key.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use cacache::Integrity;
@@ -20,8 +20,15 @@ pub(super) struct Index {
     pub(super) variants: HashMap<String, HashSet<String>>,
     /// Object key -> its slice keys (kept apart so a lookup never walks a file's slices).
     pub(super) slices: HashMap<String, HashSet<String>>,
+    /// Every primary key in `variants`, in order: a purge by prefix or host walks a range of
+    /// it, never every key.
+    pub(super) primaries: BTreeSet<String>,
+    /// Surrogate key -> the variant keys whose response named it.
+    pub(super) tags: HashMap<String, HashSet<String>>,
     pub(super) disk_bytes: u64,
     pub(super) evictions: u64,
+    /// Recent purges, which fence fills under way.
+    pub(super) purges: super::purge::PurgeLog,
 }
 
 impl Index {
@@ -36,6 +43,18 @@ impl Index {
         let old = self.remove(&key);
         self.tick += 1;
         self.lru.insert(self.tick, key.clone());
+        for tag in &meta.tags {
+            self.tags
+                .entry(tag.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if key::object_of_slice(&key).is_none() {
+            let primary = key::primary_of(&key);
+            if !self.variants.contains_key(primary) {
+                self.primaries.insert(primary.to_owned());
+            }
+        }
         let (groups, group) = self.group_of(&key);
         groups.entry(group).or_default().insert(key.clone());
         self.entries.insert(
@@ -52,11 +71,23 @@ impl Index {
     pub(super) fn remove(&mut self, key: &str) -> Option<Slot> {
         let slot = self.entries.remove(key)?;
         self.lru.remove(&slot.tick);
+        for tag in &slot.meta.tags {
+            if let Some(set) = self.tags.get_mut(tag) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.tags.remove(tag);
+                }
+            }
+        }
+        let is_slice = key::object_of_slice(key).is_some();
         let (groups, group) = self.group_of(key);
         if let Some(set) = groups.get_mut(&group) {
             set.remove(key);
             if set.is_empty() {
                 groups.remove(&group);
+                if !is_slice {
+                    self.primaries.remove(&group);
+                }
             }
         }
         Some(slot)

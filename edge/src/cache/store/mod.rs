@@ -18,13 +18,18 @@
 //!   deletion of chunks nobody references);
 //! - `entries.rs`: committing, updating and removing entries;
 //! - `health.rs`: the disk budget, eviction, and what a failed write teaches;
-//! - `load.rs`: rebuilding the index from disk at startup.
+//! - `load.rs`: rebuilding the index from disk at startup;
+//! - `purge.rs`: purges by URL, prefix, tag, host or all, hard or soft, and the fence they
+//!   put on fills under way.
 
 mod chunks;
 mod entries;
 mod health;
 mod index;
 mod load;
+mod purge;
+#[cfg(test)]
+mod purge_tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +42,7 @@ use cacache::Integrity;
 use self::health::WriteHealth;
 use self::index::{Index, touch};
 use self::load::load_index;
+pub(crate) use self::purge::{Fence, Scope};
 use super::meta::Meta;
 
 /// Store failures. `Corrupt` and `Missing` mean the entry must not be served. Foreign errors
@@ -68,6 +74,10 @@ pub enum StoreError {
     /// A 304 refreshed an entry that was removed meanwhile (evicted, purged).
     #[error("cache I/O error: no entry {0:?} to update")]
     NoEntry(String),
+    /// A purge ran while the response was fetched, or the response is older than one: it
+    /// must not be stored (see [`Fence`]).
+    #[error("not stored: {0:?} was purged while it was fetched, or is older than a purge")]
+    Purged(String),
 }
 
 /// Sizes the store works within.

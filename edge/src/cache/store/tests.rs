@@ -17,6 +17,37 @@ fn limits(disk: u64) -> StoreLimits {
 }
 
 async fn put(store: &Store, key: &str, parts: &[&[u8]]) -> Arc<Meta> {
+    put_with(store, key, parts, (&[("etag", "\"x\"")], &[])).await
+}
+
+/// An entry's meta with these headers and tags and no body.
+pub(super) fn test_meta(key: &str, headers: &[(&str, &str)], tags: &[&str]) -> Meta {
+    Meta {
+        format: FORMAT_VERSION,
+        key: key.into(),
+        status: 200,
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        request_time: 1,
+        response_time: 2,
+        body_len: 0,
+        chunks: Vec::new(),
+        sliced: None,
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        stale_since: None,
+        parsed: Default::default(),
+    }
+}
+
+/// Stores `parts` under `key` with these headers and tags.
+pub(super) async fn put_with(
+    store: &Store,
+    key: &str,
+    parts: &[&[u8]],
+    (headers, tags): (&[(&str, &str)], &[&str]),
+) -> Arc<Meta> {
     let mut chunks = Vec::new();
     for p in parts {
         chunks.push(
@@ -26,19 +57,11 @@ async fn put(store: &Store, key: &str, parts: &[&[u8]]) -> Arc<Meta> {
                 .unwrap(),
         );
     }
-    let meta = Meta {
-        format: FORMAT_VERSION,
-        key: key.into(),
-        status: 200,
-        headers: vec![("etag".into(), "\"x\"".into())],
-        request_time: 1,
-        response_time: 2,
-        body_len: parts.iter().map(|p| p.len() as u64).sum(),
-        chunks,
-        sliced: None,
-        parsed: Default::default(),
-    };
-    store.commit(meta).await.unwrap()
+    let mut meta = test_meta(key, headers, tags);
+    meta.body_len = parts.iter().map(|p| p.len() as u64).sum();
+    meta.chunks = chunks;
+    let fence = store.fence();
+    store.commit(meta, fence).await.unwrap()
 }
 
 #[tokio::test]
