@@ -25,8 +25,10 @@ fi
 #   iproute2, iputils-ping the testnet's namespaces, links and routes; round trips
 #   unbound                the testnet's recursive resolver per region (ECS via subnetcache)
 #   docker-compose         parses docker/compose.yaml (no engine needed) to keep it in step
+#   nats-server            the control bus: one per testnet region (JetStream, clustered);
+#                          checks docker/nats.conf
 PACKAGES=(ca-certificates curl chromium python3 python3-venv ffmpeg dnsutils iproute2
-  iputils-ping unbound docker-compose)
+  iputils-ping unbound docker-compose nats-server)
 # ---------------------------------------------------------------------------------------------
 # PyPI packages for the Python HTTP/3 client, installed into target/test-venv.
 PY_PACKAGES=(niquests)
