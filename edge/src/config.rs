@@ -3,6 +3,7 @@
 //! Loaded from TOML (`edge --config edge.toml`); `edge --print-config` prints the effective
 //! config. Unknown keys are errors everywhere, so a typo never silently falls back to a default.
 
+mod admin;
 pub(crate) mod unset;
 
 use std::net::SocketAddr;
@@ -13,6 +14,9 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use shared::config::ConfigError;
 use shared::telemetry::LogFormat;
+
+pub(crate) use self::admin::check_secret;
+pub use self::admin::{AdminConfig, PrewarmConfig, PurgeConfig, Secret, TokenConfig, Verb};
 
 /// Everything the edge needs to run.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -27,6 +31,12 @@ pub struct EdgeConfig {
     pub origin: OriginConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+    /// The admin API's bearer tokens.
+    pub admin: AdminConfig,
+    /// The HTTP `PURGE` method on the public listeners.
+    pub purge: PurgeConfig,
+    /// How pre-warm fetches.
+    pub prewarm: PrewarmConfig,
     /// Sites: which Host names are served, and from which origin.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
@@ -43,6 +53,9 @@ impl Default for EdgeConfig {
             origin: OriginConfig::default(),
             log: LogConfig::default(),
             reload: ReloadConfig::default(),
+            admin: AdminConfig::default(),
+            purge: PurgeConfig::default(),
+            prewarm: PrewarmConfig::default(),
             sites: Vec::new(),
         }
     }
@@ -355,7 +368,7 @@ impl Default for LogConfig {
 
 /// Live reload: the config file is re-read on SIGHUP, on `edge reload` (`POST /reload` on the
 /// admin listener) and when it changes. What a reload applies: `site` (every site and its
-/// rules), `origin`, `log.access_log` and `reload`; any other changed key is reported as
+/// rules), `origin`, `log.access_log`, `reload` and `admin` (tokens rotate without a restart); any other changed key is reported as
 /// needing a restart ([`restart_needed`]) and keeps its running value.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -376,7 +389,7 @@ impl Default for ReloadConfig {
 }
 
 /// Config keys (and sections) that a reload applies; see [`ReloadConfig`].
-const RELOADABLE: [&str; 4] = ["site", "origin", "log.access_log", "reload"];
+const RELOADABLE: [&str; 5] = ["site", "origin", "log.access_log", "reload", "admin"];
 
 /// The keys that differ between the running config and `new` and that only a restart applies
 /// (listeners, TLS, QUIC, `cache.dir`, `cache.slice_size`, ...), as `section.key`.
@@ -424,6 +437,7 @@ impl EdgeConfig {
         next.origin = new.origin.clone();
         next.log.access_log = new.log.access_log;
         next.reload = new.reload.clone();
+        next.admin = new.admin.clone();
         next
     }
 }
@@ -568,6 +582,9 @@ impl EdgeConfig {
         if c.memory_object_max > c.memory_budget {
             return bad("cache.memory_object_max must not exceed cache.memory_budget".into());
         }
+        if let Err(e) = admin::check(&self.admin, &self.prewarm) {
+            return bad(e);
+        }
         if self.origin.max_concurrent == 0 {
             return bad("origin.max_concurrent must be at least 1".into());
         }
@@ -610,6 +627,11 @@ impl EdgeConfig {
         let mut config: Self = shared::config::load(path)?;
         // Files named by the config are relative to it, wherever the edge runs from.
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        for token in &mut config.admin.tokens {
+            if let Some(file) = token.token_file.as_mut().filter(|f| f.is_relative()) {
+                *file = dir.join(&*file);
+            }
+        }
         for site in &mut config.sites {
             for page in &mut site.error_pages {
                 if page.file.is_relative() {
@@ -669,6 +691,9 @@ mod tests {
             "[cache]\n",
             "[origin]\n",
             "[log]\n",
+            "[admin]\n",
+            "[purge]\n",
+            "[prewarm]\n",
         ] {
             let text = format!("{section}bogus_key = 1\n");
             let err = shared::config::parse::<EdgeConfig>(&text).unwrap_err();

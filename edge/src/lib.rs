@@ -23,6 +23,7 @@ mod frontend;
 mod headers;
 mod metrics;
 mod origin;
+mod prewarm;
 pub mod purge;
 pub mod reload;
 pub mod rules;

@@ -9,6 +9,8 @@ use edge::config::{EdgeConfig, SiteConfig};
 use edge::reload::ConfigSource;
 use edge::server::Edge;
 
+mod cli;
+
 /// glibc's malloc trims and regrows the heap top under the churn of per-request futures
 /// (HTTP/3 spawns one per stream), zeroing fresh pages each time; mimalloc keeps freed memory
 /// for reuse and is faster for small allocations (bench/http/README.md).
@@ -53,6 +55,13 @@ enum Command {
     /// Ask the running edge (at --admin, else the config's listen.admin) to reload its config
     /// file; prints what it applied, or why it rejected the new config (exit status 1).
     Reload,
+    /// Purge from every POP through the running edge's admin API (`POST /purge`); prints what
+    /// each POP purged. Exit status 1 if refused, or if POPs are pending after --wait.
+    Purge(cli::PurgeArgs),
+    /// Fetch URLs into the cache of every POP (or those of --pop) through the running edge's
+    /// admin API (`POST /prewarm`); prints each POP's result per URL. Exit status 1 if
+    /// refused, if a URL failed, or if POPs are pending after --wait.
+    Prewarm(cli::PrewarmArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,22 +76,29 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::Reload) = args.command {
-        // With --admin, the config file is the running edge's to judge, even a broken one.
-        let config = match args.admin {
-            Some(admin) => {
-                let mut c = EdgeConfig::default();
-                c.listen.admin = Some(admin);
-                c
-            }
-            None => effective_config(&args)?,
-        };
-        return admin_call(&config, |addr| async move {
-            let (status, text) = edge::admin::request(addr, http::Method::POST, "/reload").await?;
-            print!("{text}");
-            anyhow::ensure!(status.is_success(), "the edge at {addr} answered {status}");
-            Ok(())
-        });
+    match &args.command {
+        Some(Command::Reload) => {
+            return admin_call(&admin_config(&args)?, |addr| async move {
+                let (status, text) =
+                    edge::admin::request(addr, http::Method::POST, "/reload").await?;
+                print!("{text}");
+                anyhow::ensure!(status.is_success(), "the edge at {addr} answered {status}");
+                Ok(())
+            });
+        }
+        Some(Command::Purge(purge)) => {
+            let request = purge.request()?;
+            return admin_call(&admin_config(&args)?, |addr| {
+                cli::send(addr, "/purge", request)
+            });
+        }
+        Some(Command::Prewarm(prewarm)) => {
+            let request = prewarm.request()?;
+            return admin_call(&admin_config(&args)?, |addr| {
+                cli::send(addr, "/prewarm", request)
+            });
+        }
+        None => {}
     }
     let config = effective_config(&args)?;
     if args.print_config {
@@ -133,6 +149,19 @@ fn run() -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The config that says where the running edge's admin listener is. With --admin, the
+/// config file is the running edge's to judge, even a broken one.
+fn admin_config(args: &Args) -> anyhow::Result<EdgeConfig> {
+    match args.admin {
+        Some(admin) => {
+            let mut c = EdgeConfig::default();
+            c.listen.admin = Some(admin);
+            Ok(c)
+        }
+        None => effective_config(args),
+    }
 }
 
 /// Runs `call` with the admin address of the running edge, on a small runtime.

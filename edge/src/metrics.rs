@@ -41,6 +41,8 @@ pub struct Metrics {
     pub coalesced_waits: Counter,
     pub origin_fetches: Counter,
     pub fills_failed: Counter,
+    pub prewarm_fetched: Counter,
+    pub prewarm_failed: Counter,
 }
 
 impl Metrics {
@@ -95,6 +97,18 @@ impl Metrics {
             "Cache fills abandoned (origin body failed, length mismatch, store error)",
             fills_failed.clone(),
         );
+        let prewarm_fetched = Counter::default();
+        registry.register(
+            "prewarm_fetched",
+            "URLs a pre-warm fetched into the cache (or found there)",
+            prewarm_fetched.clone(),
+        );
+        let prewarm_failed = Counter::default();
+        registry.register(
+            "prewarm_failed",
+            "URLs a pre-warm could not put in the cache (error, timeout, not cacheable)",
+            prewarm_failed.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
             registry,
@@ -110,6 +124,8 @@ impl Metrics {
             coalesced_waits,
             origin_fetches,
             fills_failed,
+            prewarm_fetched,
+            prewarm_failed,
         }
     }
 

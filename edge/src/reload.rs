@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use shared::reload::{Reload, ReloadFuture};
 
+use crate::admin::Tokens;
 use crate::config::{self, EdgeConfig, SiteConfig};
 use crate::origin::OriginClient;
 use crate::service::Service;
@@ -42,21 +44,32 @@ pub(crate) struct EdgeReload {
     /// The built-in demo origin's site, when the edge started without sites (a reload that
     /// still has none keeps serving it).
     demo: Option<SiteConfig>,
+    /// The admin API's tokens (`[admin]`), read again (token files too) by every reload so
+    /// that a token rotates without a restart.
+    tokens: ArcSwap<Tokens>,
 }
 
 impl EdgeReload {
+    /// Fails if a token file cannot be read.
     pub(crate) fn new(
         service: Arc<Service>,
         source: Option<ConfigSource>,
         running: EdgeConfig,
         demo: Option<SiteConfig>,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let tokens = Tokens::load(&running.admin)?;
+        Ok(Self {
             service,
             source,
             running: Mutex::new(running),
             demo,
-        }
+            tokens: ArcSwap::from_pointee(tokens),
+        })
+    }
+
+    /// The admin API's tokens in effect.
+    pub(crate) fn tokens(&self) -> Arc<Tokens> {
+        self.tokens.load_full()
     }
 
     /// The config in effect.
@@ -82,12 +95,14 @@ impl EdgeReload {
             }
         }
         let origin = OriginClient::new(&new.origin)?;
+        let tokens = Tokens::load(&new.admin)?;
         let running = self.running();
         let restart = config::restart_needed(&running, &new);
         let state = self
             .service
             .state_for(&new.sites, &origin, new.log.access_log)?;
         self.service.swap_state(state);
+        self.tokens.store(Arc::new(tokens));
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = running.reloaded_with(&new);
         let mut summary = format!("{} site(s)", new.sites.len());
         if !restart.is_empty() {

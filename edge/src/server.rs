@@ -14,10 +14,12 @@ use crate::cache::policy::PolicyConfig;
 use crate::cache::store::{Store, StoreLimits};
 use crate::cache::{Cache, CacheCounters, CacheLimits};
 use crate::config::{EdgeConfig, SiteConfig};
+use crate::control::Control;
 use crate::demo::DemoOrigin;
 use crate::frontend::tcp::{self, TcpLimits};
 use crate::metrics::Metrics;
 use crate::origin::OriginClient;
+use crate::prewarm::EdgeLocal;
 use crate::reload::{ConfigSource, EdgeReload};
 use crate::service::{Service, ServiceSettings};
 
@@ -32,6 +34,7 @@ pub struct RunningEdge {
     admin: Option<SocketAddr>,
     certificate: Option<TlsMaterial>,
     service: Arc<Service>,
+    control: Arc<Control>,
     reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -109,13 +112,14 @@ impl Edge {
         };
         let https_port = https.map(|a| a.port());
         let service = Arc::new(build_service(&config, alt_svc, https_port).await?);
+        let control = build_control(&config, &service);
         let demo_site = demo.as_ref().map(|_| config.sites[0].clone());
         let reload = Arc::new(EdgeReload::new(
             service.clone(),
             source,
             config.clone(),
             demo_site,
-        ));
+        )?);
         let reloader = Reloader::new(reload.clone());
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(reloader.clone().watch(stopped.clone()))];
@@ -172,11 +176,15 @@ impl Edge {
             )));
         }
         if let Some(listener) = admin_listener {
+            let admin = crate::admin::Admin {
+                service: service.clone(),
+                reload: reload.clone(),
+                reloader: reloader.clone(),
+                control: control.clone(),
+            };
             tasks.push(tokio::spawn(crate::admin::serve(
                 listener,
-                service.clone(),
-                reload.clone(),
-                reloader.clone(),
+                admin,
                 stopped.clone(),
             )));
         }
@@ -199,6 +207,7 @@ impl Edge {
             admin,
             certificate,
             service,
+            control,
             reloader,
             stop,
             tasks,
@@ -234,6 +243,11 @@ impl RunningEdge {
         &self.service
     }
 
+    /// The control plane: where purges and pre-warms are submitted.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
     /// Reads the config again and applies it, as SIGHUP and `POST /reload` do.
     pub async fn reload(&self) -> anyhow::Result<String> {
         self.reloader.reload(Trigger::Request).await
@@ -248,6 +262,18 @@ impl RunningEdge {
             let _ = task.await;
         }
     }
+}
+
+/// The control plane, in one place: this edge alone. The `PURGE` method gets it through the
+/// service's slot (the control plane holds the service, so the service cannot hold it first).
+fn build_control(config: &EdgeConfig, service: &Arc<Service>) -> Arc<Control> {
+    let local = Arc::new(EdgeLocal {
+        service: service.clone(),
+        settings: config.prewarm.clone(),
+    });
+    let control = Arc::new(Control::local(&config.name, local));
+    service.set_control(&control);
+    control
 }
 
 async fn build_service(
@@ -293,6 +319,7 @@ async fn build_service(
         body_memory_per_connection: config.listen.body_memory_per_connection.as_u64(),
         body_memory_total: config.listen.body_memory_total.as_u64(),
         https_port,
+        purge_allow_from: config.purge.allow_from.clone(),
     };
     Ok(Service::new(
         settings,

@@ -82,6 +82,8 @@ pub struct ServiceSettings {
     pub body_memory_total: u64,
     /// The port the HTTPS listener is bound to (where HTTPS redirects point by default).
     pub https_port: Option<u16>,
+    /// Clients that may send `PURGE` (`[purge] allow_from`).
+    pub purge_allow_from: Vec<ipnet::IpNet>,
 }
 
 /// What a request runs on from its start to its end: the sites, the global filter chain and
@@ -101,6 +103,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     health: Arc<HealthState>,
     body_memory: TotalBudget,
+    /// The control plane, for the `PURGE` method ([`Service::set_control`]).
+    control: Arc<filter::ControlSlot>,
 }
 
 impl Service {
@@ -122,6 +126,7 @@ impl Service {
             cache,
             metrics,
             health,
+            control: Arc::default(),
         };
         let access_log = service.settings.access_log;
         let state = service.state_for(sites, &origin, access_log)?;
@@ -146,8 +151,14 @@ impl Service {
         })?;
         Ok(State {
             sites,
-            chain: Chain::new(global_filters(&settings, &self.health)),
+            chain: Chain::new(global_filters(&settings, &self.health, &self.control)),
         })
+    }
+
+    /// Gives the `PURGE` method the control plane it submits to: set once, after the control
+    /// plane (which holds this service) is built.
+    pub fn set_control(&self, control: &Arc<crate::control::Control>) {
+        self.control.set(control);
     }
 
     /// The state new requests start on.
@@ -421,7 +432,11 @@ impl Service {
 
 /// The edge's own filters, in order: health first (a probe needs nothing else), then the
 /// request checks, then the headers of both sides, then the access log.
-fn global_filters(settings: &ServiceSettings, health: &Arc<HealthState>) -> Vec<Arc<dyn Filter>> {
+fn global_filters(
+    settings: &ServiceSettings,
+    health: &Arc<HealthState>,
+    control: &Arc<filter::ControlSlot>,
+) -> Vec<Arc<dyn Filter>> {
     let mut filters: Vec<Arc<dyn Filter>> = vec![
         Arc::new(filter::Health {
             path: settings.health_path.clone(),
@@ -431,6 +446,11 @@ fn global_filters(settings: &ServiceSettings, health: &Arc<HealthState>) -> Vec<
         Arc::new(filter::ConnectRefused),
         Arc::new(filter::LoopDetect {
             name: settings.name.clone(),
+        }),
+        // Before anything that could send the request on: a PURGE never reaches an origin.
+        Arc::new(filter::PurgeMethod {
+            allow_from: settings.purge_allow_from.clone(),
+            control: control.clone(),
         }),
         Arc::new(filter::Forwarded::new(&settings.name)),
         Arc::new(filter::RestoreCacheControl),

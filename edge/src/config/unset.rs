@@ -58,6 +58,18 @@ impl Value for String {
     }
 }
 
+impl Value for std::path::PathBuf {
+    const EXPECTING: &'static str = "a file path";
+
+    fn write<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.display())
+    }
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(Self::from(text))
+    }
+}
+
 impl Value for u16 {
     const EXPECTING: &'static str = "a port number";
 

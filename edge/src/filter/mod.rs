@@ -16,6 +16,7 @@
 //! or an upstream, not here.
 
 mod guards;
+mod purge;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub(crate) use guards::{
     AccessLog, AltSvc, ConnectRefused, Forwarded, Health, HealthState, LoopDetect,
     RestoreCacheControl, TargetCheck, target_refused,
 };
+pub(crate) use purge::{ControlSlot, PurgeMethod};
 
 /// What a filter sees of a request.
 pub struct RequestInfo<'a> {

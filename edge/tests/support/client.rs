@@ -175,6 +175,35 @@ impl Client {
         }
     }
 
+    /// HTTP/1.1 (`ca_der`: over TLS too), HTTP/2 (`h2`, TLS) or HTTP/3 (`h3`) from the
+    /// local address `local`: a client the edge sees at another address.
+    pub fn from_address(kind: &str, ca_der: Option<&[u8]>, local: std::net::IpAddr) -> Self {
+        if kind == "h3" {
+            let ca = ca_der.expect("HTTP/3 needs the certificate");
+            return Self {
+                inner: Transport::H3(Arc::new(super::h3client::H3Client::new_from(ca, local))),
+            };
+        }
+        let mut tls = pinned_client_config(ca_der);
+        let builder = HyperClient::builder(TokioExecutor::new());
+        let inner = match kind {
+            "h2" => {
+                tls.alpn_protocols = vec![b"h2".to_vec()];
+                builder
+                    .clone()
+                    .http2_only(true)
+                    .build(connector_from(tls, Some(local)))
+            }
+            _ => {
+                tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+                builder.build(connector_from(tls, Some(local)))
+            }
+        };
+        Self {
+            inner: Transport::Hyper(Box::new(inner)),
+        }
+    }
+
     /// HTTP/3 over QUIC, trusting only `ca_der`; one connection, many streams.
     pub fn h3(ca_der: &[u8]) -> Self {
         Self {
@@ -313,7 +342,16 @@ impl Client {
 }
 
 fn connector(tls: ClientConfig) -> HttpsConnector<HttpConnector> {
+    connector_from(tls, None)
+}
+
+/// As [`connector`], connecting from `local` (e.g. 127.0.0.2, another loopback client).
+fn connector_from(
+    tls: ClientConfig,
+    local: Option<std::net::IpAddr>,
+) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
+    http.set_local_address(local);
     // The TLS layer decides per scheme; the TCP layer must accept https URIs.
     http.enforce_http(false);
     http.set_nodelay(true);

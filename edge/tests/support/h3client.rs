@@ -40,10 +40,15 @@ impl H3Response {
 
 impl H3Client {
     pub fn new(cert_der: &[u8]) -> Self {
+        Self::new_from(cert_der, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// A client whose UDP socket is bound to `local` (the edge sees that address).
+    pub fn new_from(cert_der: &[u8], local: std::net::IpAddr) -> Self {
         let mut tls = super::client::pinned_client_config(Some(cert_der));
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let tls = Arc::new(QuicClientConfig::try_from(tls).expect("TLS 1.3 client config"));
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("UDP bind");
+        let endpoint = quinn::Endpoint::client(SocketAddr::new(local, 0)).expect("UDP bind");
         Self {
             endpoint,
             tls,

@@ -301,6 +301,9 @@ struct State {
     routes: HashMap<String, Route>,
     stats: HashMap<String, PathStats>,
     total_hits: usize,
+    /// Requests whose response head is not yet sent, and the most there have been at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -361,6 +364,12 @@ impl TestOrigin {
 
     pub fn total_hits(&self) -> usize {
         lock(&self.state).total_hits
+    }
+
+    /// The most requests the origin has had at once between arrival and response head (a
+    /// `delay` on the reply makes that window wide).
+    pub fn max_in_flight(&self) -> usize {
+        lock(&self.state).max_in_flight
     }
 
     /// Response body bytes handed to hyper for `path`, counted frame by frame
@@ -527,7 +536,26 @@ fn path_key(uri: &Uri) -> String {
         .to_owned()
 }
 
+/// Counts a request in flight until its head is answered (or the request is dropped).
+struct InFlight(Shared);
+
+impl InFlight {
+    fn new(state: &Shared) -> Self {
+        let mut st = lock(state);
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        Self(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0).in_flight -= 1;
+    }
+}
+
 async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<OriginBody>, Infallible> {
+    let _in_flight = InFlight::new(&state);
     let (parts, mut body) = req.into_parts();
     let key = path_key(&parts.uri);
     let (index, script) = {

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use shared::admin::{AdminRequest, AdminResponse};
 use shared::reload::{Reloader, Trigger};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -211,12 +212,17 @@ async fn serve_admin(
     let local = listener.local_addr()?;
     let task = tokio::spawn(shared::admin::serve(
         listener,
-        move |path| match path {
-            "/metrics" => shared::admin::AdminResponse::metrics(metrics.render()),
-            "/health" => shared::admin::AdminResponse::text(http::StatusCode::OK, "ok\n"),
-            _ => shared::admin::AdminResponse::not_found(),
+        move |req: AdminRequest| {
+            let (metrics, reloader) = (metrics.clone(), reloader.clone());
+            async move {
+                match req.path.as_str() {
+                    "/metrics" => AdminResponse::metrics(metrics.render()),
+                    "/health" => AdminResponse::text(http::StatusCode::OK, "ok\n"),
+                    "/reload" => shared::admin::reload_answer(&reloader, &req.method).await,
+                    _ => AdminResponse::not_found(),
+                }
+            }
         },
-        Some(reloader),
         stopped,
     ));
     Ok((local, task))

@@ -1,0 +1,195 @@
+//! `edge purge` and `edge prewarm`: the admin API's client, and how its answers are printed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use edge::admin::api::{Answer, PopOutcome};
+
+/// Environment variable holding the bearer token when --token is not given (a token on the
+/// command line is visible to every user of the machine in the process list).
+const TOKEN_ENV: &str = "QUICDN_TOKEN";
+
+/// What the client waits beyond `--wait` for the answer to come back.
+const ANSWER_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("selector").required(true).multiple(false)
+    .args(["url", "prefix", "tag", "host", "all"])))]
+pub(crate) struct PurgeArgs {
+    /// One URL (https://host/path, http://… or host/path): every variant and slice of it.
+    #[arg(long)]
+    url: Option<String>,
+    /// Every object under a host and path prefix (host/static/).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Every object whose Surrogate-Key or Cache-Tag named this key (needs a token for "*").
+    #[arg(long)]
+    tag: Option<String>,
+    /// Every object of one site.
+    #[arg(long)]
+    host: Option<String>,
+    /// Everything (needs a token for "*").
+    #[arg(long)]
+    all: bool,
+    /// Mark stale instead of removing: the next request revalidates.
+    #[arg(long)]
+    soft: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PrewarmArgs {
+    /// URLs to fetch into the cache (https://host/path).
+    urls: Vec<String>,
+    /// A file of URLs, one a line (blank lines and lines starting with # are skipped).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// A POP to warm (repeat for more; default every POP).
+    #[arg(long = "pop")]
+    pops: Vec<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct Common {
+    /// How long the edge waits for every POP's acknowledgement (e.g. 2s; the edge caps it).
+    #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+    wait: Option<Duration>,
+    /// The admin API's bearer token (default: the QUICDN_TOKEN environment variable; none is
+    /// needed from loopback when the edge has no tokens configured).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// A request body, the wait, and the token.
+type Request = (serde_json::Value, Option<Duration>, Option<String>);
+
+impl Common {
+    fn finish(&self, mut body: serde_json::Value) -> Request {
+        if let Some(wait) = self.wait {
+            body["wait"] = format!("{}ms", wait.as_millis()).into();
+        }
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()));
+        (body, self.wait, token)
+    }
+}
+
+impl PurgeArgs {
+    pub(crate) fn request(&self) -> anyhow::Result<Request> {
+        let mut body = match (&self.url, &self.prefix, &self.tag, &self.host) {
+            (Some(url), ..) => serde_json::json!({ "url": url }),
+            (_, Some(prefix), ..) => serde_json::json!({ "prefix": prefix }),
+            (_, _, Some(tag), _) => serde_json::json!({ "tag": tag }),
+            (_, _, _, Some(host)) => serde_json::json!({ "host": host }),
+            _ => serde_json::json!({ "all": self.all }),
+        };
+        body["mode"] = if self.soft { "soft" } else { "hard" }.into();
+        Ok(self.common.finish(body))
+    }
+}
+
+impl PrewarmArgs {
+    pub(crate) fn request(&self) -> anyhow::Result<Request> {
+        let mut urls = self.urls.clone();
+        if let Some(file) = &self.file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            urls.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        anyhow::ensure!(
+            !urls.is_empty(),
+            "no URLs: give them as arguments or with --file"
+        );
+        let body = serde_json::json!({ "urls": urls, "pops": self.pops });
+        Ok(self.common.finish(body))
+    }
+}
+
+/// Sends the command, prints the answer; an error if it was refused, a POP is pending or a
+/// URL failed.
+pub(crate) async fn send(
+    addr: SocketAddr,
+    path: &str,
+    (body, wait, token): Request,
+) -> anyhow::Result<()> {
+    let mut headers = Vec::new();
+    if let Some(token) = token {
+        headers.push((http::header::AUTHORIZATION, format!("Bearer {token}")));
+    }
+    let (status, text) = edge::admin::request_with(
+        addr,
+        http::Method::POST,
+        path,
+        &headers,
+        body.to_string().into(),
+        wait.unwrap_or_default() + ANSWER_MARGIN,
+    )
+    .await?;
+    if !status.is_success() {
+        let reason = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        anyhow::bail!("the edge at {addr} answered {status}: {}", reason.trim());
+    }
+    let answer: Answer = serde_json::from_str(&text)
+        .with_context(|| format!("the edge at {addr} answered {status} with: {text}"))?;
+    let failed = print(&answer);
+    anyhow::ensure!(
+        answer.pending.is_empty(),
+        "{} POP(s) had not applied it when the wait ended: {}",
+        answer.pending.len(),
+        answer.pending.join(", ")
+    );
+    anyhow::ensure!(failed == 0, "{failed} URL(s) failed to pre-warm");
+    Ok(())
+}
+
+/// Prints the answer, a line per POP (and per failed URL); returns how many URLs failed.
+fn print(answer: &Answer) -> u64 {
+    println!("id {} (seq {})", answer.id, answer.seq);
+    let mut failed = 0;
+    for pop in &answer.pops {
+        let what = match &pop.outcome {
+            PopOutcome::Purged(p) => format!(
+                "purged {} object(s), {} slice(s), {} byte(s); {} fill(s) fenced",
+                p.objects, p.slices, p.bytes, p.fenced
+            ),
+            PopOutcome::Prewarmed(p) => {
+                failed += p.failed;
+                format!("pre-warmed {} URL(s), {} failed", p.fetched, p.failed)
+            }
+            PopOutcome::Skipped(_) => "not a POP to warm".to_owned(),
+        };
+        println!(
+            "  {:<16} applied after {:>5} ms: {what}",
+            pop.pop, pop.lag_ms
+        );
+        if let PopOutcome::Prewarmed(p) = &pop.outcome {
+            for w in &p.urls {
+                let outcome = w.outcome.as_deref().unwrap_or("-");
+                let status = w.status.map_or("-".to_owned(), |s| s.to_string());
+                match &w.error {
+                    None => println!("    ok   {status} {outcome:<9} {:>9} B  {}", w.bytes, w.url),
+                    Some(e) => println!("    FAIL {status} {outcome:<9} {}: {e}", w.url),
+                }
+            }
+        }
+    }
+    for pop in &answer.pending {
+        println!("  {pop:<16} pending");
+    }
+    failed
+}
