@@ -147,6 +147,9 @@ pub(crate) async fn send(
     let answer: Answer = serde_json::from_str(&text)
         .with_context(|| format!("the edge at {addr} answered {status} with: {text}"))?;
     let failed = print(&answer);
+    if let Some(error) = &answer.error {
+        anyhow::bail!("not published to the other POPs (applied at {addr} only): {error}");
+    }
     anyhow::ensure!(
         answer.pending.is_empty(),
         "{} POP(s) had not applied it when the wait ended: {}",

@@ -4,7 +4,10 @@
 //! config. Unknown keys are errors everywhere, so a typo never silently falls back to a default.
 
 mod admin;
+mod control;
 pub(crate) mod unset;
+
+pub use self::control::ControlConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +40,8 @@ pub struct EdgeConfig {
     pub purge: PurgeConfig,
     /// How pre-warm fetches.
     pub prewarm: PrewarmConfig,
+    /// The control plane's bus (NATS JetStream); without servers, purges stay on this edge.
+    pub control: ControlConfig,
     /// Sites: which Host names are served, and from which origin.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
@@ -56,6 +61,7 @@ impl Default for EdgeConfig {
             admin: AdminConfig::default(),
             purge: PurgeConfig::default(),
             prewarm: PrewarmConfig::default(),
+            control: ControlConfig::default(),
             sites: Vec::new(),
         }
     }
@@ -366,6 +372,18 @@ impl Default for LogConfig {
     }
 }
 
+impl LogConfig {
+    /// `filter` as the edge applies it: the NATS client's own lines (one per event, so one
+    /// per reconnect attempt during an outage) only from warn on, unless the filter names
+    /// it; the control plane logs each change of the bus once itself.
+    pub fn effective_filter(&self) -> String {
+        match self.filter.contains("async_nats") {
+            true => self.filter.clone(),
+            false => format!("{},async_nats=warn", self.filter),
+        }
+    }
+}
+
 /// Live reload: the config file is re-read on SIGHUP, on `edge reload` (`POST /reload` on the
 /// admin listener) and when it changes. What a reload applies: `site` (every site and its
 /// rules), `origin`, `log.access_log`, `reload` and `admin` (tokens rotate without a restart); any other changed key is reported as
@@ -588,6 +606,9 @@ impl EdgeConfig {
         if self.origin.max_concurrent == 0 {
             return bad("origin.max_concurrent must be at least 1".into());
         }
+        if let Err(e) = self.control.check(&self.name) {
+            return bad(e);
+        }
         for (i, site) in self.sites.iter().enumerate() {
             if site.hosts.is_empty() {
                 return bad(format!("site[{i}]: `hosts` is empty"));
@@ -664,15 +685,29 @@ mod tests {
         new.listen.https = None;
         new.cache.slice_size = ByteSize::mib(4);
         new.log.filter = "debug".into();
+        new.control.nats = vec!["nats://127.0.0.1:4222".into()];
         assert_eq!(
             restart_needed(&running, &new),
-            ["cache.slice_size", "listen.https", "log.filter"]
+            [
+                "cache.slice_size",
+                "control.nats",
+                "listen.https",
+                "log.filter"
+            ]
         );
         let applied = running.reloaded_with(&new);
         assert_eq!(applied.sites, new.sites);
         assert!(!applied.log.access_log);
         assert_eq!(applied.listen, running.listen);
         assert_eq!(applied.cache, running.cache);
+    }
+
+    #[test]
+    fn the_nats_client_logs_from_warn_unless_named() {
+        let mut log = LogConfig::default();
+        assert_eq!(log.effective_filter(), "info,async_nats=warn");
+        log.filter = "debug,async_nats=debug".into();
+        assert_eq!(log.effective_filter(), "debug,async_nats=debug");
     }
 
     #[test]
@@ -694,6 +729,7 @@ mod tests {
             "[admin]\n",
             "[purge]\n",
             "[prewarm]\n",
+            "[control]\n",
         ] {
             let text = format!("{section}bogus_key = 1\n");
             let err = shared::config::parse::<EdgeConfig>(&text).unwrap_err();

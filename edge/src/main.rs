@@ -134,7 +134,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         });
     }
-    let _log = shared::telemetry::init(&config.log.filter, config.log.format);
+    let _log = shared::telemetry::init(&config.log.effective_filter(), config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

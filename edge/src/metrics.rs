@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::cache::store::Store;
+use crate::control::ControlMetrics;
 use crate::headers::Outcome;
 use crate::service::Protocol;
 
@@ -43,6 +44,7 @@ pub struct Metrics {
     pub fills_failed: Counter,
     pub prewarm_fetched: Counter,
     pub prewarm_failed: Counter,
+    pub(crate) control: ControlMetrics,
 }
 
 impl Metrics {
@@ -109,6 +111,7 @@ impl Metrics {
             "URLs a pre-warm could not put in the cache (error, timeout, not cacheable)",
             prewarm_failed.clone(),
         );
+        let control = ControlMetrics::register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
             registry,
@@ -126,6 +129,7 @@ impl Metrics {
             fills_failed,
             prewarm_fetched,
             prewarm_failed,
+            control,
         }
     }
 

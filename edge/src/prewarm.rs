@@ -1,4 +1,5 @@
-//! The pre-warm engine, and the edge's side of the control plane ([`EdgeLocal`]).
+//! The pre-warm engine ([`Prewarmer`]), which the edge's side of the control plane
+//! (`control::EdgeLocal`) runs for a pre-warm command.
 //!
 //! Each URL of a pre-warm is fetched through this edge's own [`Service::handle`], as a
 //! synthetic GET with the URL's host and path: the site's rules, cache key and coalescing
@@ -11,38 +12,28 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt as _};
 use http::{Request, header};
 use http_body_util::BodyExt as _;
 
 use crate::body;
 use crate::config::PrewarmConfig;
-use crate::control::{Local, Prewarm, Prewarmed, Purge, Purged, command::Warmed};
+use crate::control::{Prewarm, Prewarmed, command::Warmed};
 use crate::service::{Protocol, RequestCtx, Service};
 
 /// The peer address pre-warm requests carry: this machine (filters and logs see the edge
 /// asking itself).
 const PREWARM_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
-/// What a POP does with control commands: purges its cache, pre-warms through its service.
-pub(crate) struct EdgeLocal {
+/// Fetches pre-warm URLs through the edge's own service.
+pub(crate) struct Prewarmer {
     pub service: Arc<Service>,
     pub settings: PrewarmConfig,
 }
 
-impl Local for EdgeLocal {
-    fn purge<'a>(&'a self, purge: &'a Purge) -> BoxFuture<'a, Purged> {
-        Box::pin(self.service.purge(purge))
-    }
-
-    fn prewarm<'a>(&'a self, prewarm: &'a Prewarm) -> BoxFuture<'a, Prewarmed> {
-        Box::pin(self.warm_all(prewarm))
-    }
-}
-
-impl EdgeLocal {
-    async fn warm_all(&self, prewarm: &Prewarm) -> Prewarmed {
+impl Prewarmer {
+    /// Fetches every URL of `prewarm` into the cache, at most `concurrency` at once.
+    pub(crate) async fn warm_all(&self, prewarm: &Prewarm) -> Prewarmed {
         let start = Instant::now();
         // `buffered` keeps the answer in the request's order.
         let urls: Vec<Warmed> =

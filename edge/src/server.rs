@@ -14,12 +14,11 @@ use crate::cache::policy::PolicyConfig;
 use crate::cache::store::{Store, StoreLimits};
 use crate::cache::{Cache, CacheCounters, CacheLimits};
 use crate::config::{EdgeConfig, SiteConfig};
-use crate::control::Control;
+use crate::control::{Control, EdgeLocal};
 use crate::demo::DemoOrigin;
 use crate::frontend::tcp::{self, TcpLimits};
 use crate::metrics::Metrics;
 use crate::origin::OriginClient;
-use crate::prewarm::EdgeLocal;
 use crate::reload::{ConfigSource, EdgeReload};
 use crate::service::{Service, ServiceSettings};
 
@@ -112,7 +111,8 @@ impl Edge {
         };
         let https_port = https.map(|a| a.port());
         let service = Arc::new(build_service(&config, alt_svc, https_port).await?);
-        let control = build_control(&config, &service);
+        let control = Arc::new(start_control(&config, &service).await?);
+        service.set_control(&control);
         let demo_site = demo.as_ref().map(|_| config.sites[0].clone());
         let reload = Arc::new(EdgeReload::new(
             service.clone(),
@@ -243,7 +243,7 @@ impl RunningEdge {
         &self.service
     }
 
-    /// The control plane: where purges and pre-warms are submitted.
+    /// Where purges and pre-warms go: this edge alone, or every POP over the bus.
     pub fn control(&self) -> &Arc<Control> {
         &self.control
     }
@@ -261,19 +261,28 @@ impl RunningEdge {
         for task in self.tasks {
             let _ = task.await;
         }
+        // After the listeners: a purge submitted by a request still in flight is published.
+        self.control.shutdown().await;
     }
 }
 
-/// The control plane, in one place: this edge alone. The `PURGE` method gets it through the
-/// service's slot (the control plane holds the service, so the service cannot hold it first).
-fn build_control(config: &EdgeConfig, service: &Arc<Service>) -> Arc<Control> {
-    let local = Arc::new(EdgeLocal {
-        service: service.clone(),
-        settings: config.prewarm.clone(),
-    });
-    let control = Arc::new(Control::local(&config.name, local));
-    service.set_control(&control);
-    control
+/// The control plane from `[control]`: over the bus, or this edge alone. With a bus, waits
+/// up to `catch_up_timeout` for the first catch-up with the stream, so that the usual start
+/// serves from the cache at once; past it the edge starts anyway, its cache suspect (every
+/// hit revalidates) until it has caught up.
+async fn start_control(config: &EdgeConfig, service: &Arc<Service>) -> anyhow::Result<Control> {
+    let local = Arc::new(EdgeLocal::new(service.clone(), config.prewarm.clone()));
+    let metrics = service.metrics().control.clone();
+    let control = Control::start(&config.name, &config.control, local, metrics).await?;
+    let timeout = config.control.catch_up_timeout;
+    if config.control.enabled() && !control.caught_up(timeout).await {
+        tracing::warn!(
+            timeout = %humantime_serde::re::humantime::format_duration(timeout),
+            servers = ?config.control.nats,
+            "control: not caught up with the bus in time; serving, revalidating every hit until caught up"
+        );
+    }
+    Ok(control)
 }
 
 async fn build_service(

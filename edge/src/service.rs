@@ -399,6 +399,12 @@ impl Service {
         self.health.report()
     }
 
+    /// `source` reports what is degraded (`None`: nothing any more), a line of the health
+    /// report.
+    pub(crate) fn set_degraded(&self, source: &'static str, note: Option<String>) {
+        self.health.set_degraded(source, note);
+    }
+
     /// Adds the edge's own headers to whatever answered the request.
     fn finish(
         &self,

@@ -197,6 +197,9 @@ pub struct Answer {
     pub pops: Vec<PopAck>,
     /// POPs expected to acknowledge that had not when the wait ended.
     pub pending: Vec<String>,
+    /// Why the command could not be published to the bus (it was applied on this POP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One POP's acknowledgement.
@@ -259,6 +262,7 @@ impl Answer {
                 .map(|a| a.outcome.clone().into()),
             pops,
             pending: submitted.pending,
+            error: submitted.error,
         }
     }
 }
@@ -418,6 +422,7 @@ mod tests {
                 outcome: Outcome::Purged(purged),
             }],
             pending: vec!["p2".into()],
+            error: None,
         };
         let a = Answer::new(submitted, "p1", 1_000);
         assert_eq!(a.local, Some(LocalOutcome::Purged(purged)));

@@ -99,10 +99,12 @@ impl Admin {
         tracing::info!(%caller, verb = verb.as_str(), %id, command = ?checked.command, "control command accepted");
         let submitted = self.control.submit(checked.command, checked.wait).await;
         let answer = api::Answer::new(submitted, self.control.pop(), issued_ms);
-        // 202: accepted, but not every POP has applied it yet.
-        let status = match answer.pending.is_empty() {
-            true => StatusCode::OK,
-            false => StatusCode::ACCEPTED,
+        // 202: accepted, but not every POP has applied it yet. 503: the bus did not take it,
+        // so only this POP applied it (the body says what it did).
+        let status = match (&answer.error, answer.pending.is_empty()) {
+            (Some(_), _) => StatusCode::SERVICE_UNAVAILABLE,
+            (None, true) => StatusCode::OK,
+            (None, false) => StatusCode::ACCEPTED,
         };
         match serde_json::to_string_pretty(&answer) {
             Ok(json) => AdminResponse::json(status, json + "\n"),

@@ -1,7 +1,8 @@
 //! The edge's built-in filters: the checks and headers every request gets.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
@@ -15,10 +16,13 @@ use crate::headers::{self, CacheStatus, Outcome};
 use crate::service::Protocol;
 use crate::sites::Site;
 
-/// Whether the edge takes traffic: draining (shutting down) or a store that cannot write.
+/// Whether the edge takes traffic: draining (shutting down) or a store that cannot write;
+/// and what else is degraded, as the parts concerned report it.
 pub(crate) struct HealthState {
     draining: AtomicBool,
     store: Arc<Store>,
+    /// By who reports it (`control`): what is degraded, as a line of the report.
+    notes: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl HealthState {
@@ -26,7 +30,17 @@ impl HealthState {
         Self {
             draining: AtomicBool::new(false),
             store,
+            notes: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// `source` reports what is degraded (`None`: nothing any more).
+    pub(crate) fn set_degraded(&self, source: &'static str, note: Option<String>) {
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        match note {
+            Some(note) => notes.insert(source, note),
+            None => notes.remove(source),
+        };
     }
 
     pub(crate) fn start_draining(&self) {
@@ -39,20 +53,25 @@ impl HealthState {
 
     /// What the health endpoints answer: 503 while draining, else 200 with what is degraded.
     pub(crate) fn report(&self) -> (StatusCode, String) {
-        match (self.is_draining(), self.store.write_failure()) {
-            (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned()),
-            // Still 200: every request is served (misses pass through uncached), so health
-            // checkers keep sending clients; the body and the metrics say what is wrong.
-            (false, Some(failure)) => (
-                StatusCode::OK,
-                format!(
-                    "ok\ndegraded: cache store not writable ({}, {} s ago); misses are served uncached\n",
-                    failure.error,
-                    failure.ago.as_secs()
-                ),
-            ),
-            (false, None) => (StatusCode::OK, "ok\n".to_owned()),
+        if self.is_draining() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
         }
+        // Still 200 whatever is degraded: every request is served (misses pass through
+        // uncached, hits are served without the bus), so health checkers keep sending
+        // clients; the body and the metrics say what is wrong.
+        let mut text = "ok\n".to_owned();
+        if let Some(failure) = self.store.write_failure() {
+            text += &format!(
+                "degraded: cache store not writable ({}, {} s ago); misses are served uncached\n",
+                failure.error,
+                failure.ago.as_secs()
+            );
+        }
+        let notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        for note in notes.values() {
+            text += &format!("degraded: {note}\n");
+        }
+        (StatusCode::OK, text)
     }
 }
 

@@ -25,6 +25,7 @@ macro_rules! per_protocol {
 mod browser;
 mod caching;
 mod coalescing;
+mod control;
 mod failover;
 mod h3;
 mod hardening;

@@ -6,4 +6,5 @@
 pub mod client;
 pub mod edge;
 pub mod h3client;
+pub mod nats;
 pub mod origin;

@@ -1,0 +1,367 @@
+//! The bus: one NATS connection per POP, kept for ever (reconnecting with backoff), that
+//! publishes commands to the JetStream stream, carries this POP's consumer (`consume.rs`)
+//! and collects the acknowledgements of every POP for `submit`.
+//!
+//! Acknowledgements are plain NATS messages on `<subject>.ack.<pop>`, not stream messages:
+//! they matter only to a `submit` waiting now, which subscribed before it published (one
+//! subscription for the POP's lifetime, so none is missed and none is set up per purge).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{Ack, BusStatus, Command, Control, ControlError, ControlMetrics, Local, Submitted};
+use crate::config::ControlConfig;
+
+/// The longest a publish waits for the stream to confirm it.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest each step of a shutdown waits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The bus side of a [`Control`].
+pub(super) struct Bus {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the bus's tasks share.
+pub(super) struct Shared {
+    pub(super) pop: String,
+    pub(super) config: ControlConfig,
+    pub(super) client: async_nats::Client,
+    pub(super) js: jetstream::Context,
+    pub(super) local: Arc<dyn Local>,
+    pub(super) metrics: ControlMetrics,
+    /// The connection, as its events say.
+    pub(super) link: watch::Receiver<Link>,
+    pub(super) status: watch::Sender<BusStatus>,
+    pub(super) stop: watch::Sender<bool>,
+    /// The `submit`s waiting for acknowledgements, by command id.
+    waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Ack>>>,
+}
+
+impl Bus {
+    pub(super) async fn start(
+        pop: &str,
+        config: &ControlConfig,
+        local: Arc<dyn Local>,
+        metrics: ControlMetrics,
+    ) -> Result<Self, ControlError> {
+        let (link_tx, link) = watch::channel(Link::default());
+        local.set_bus_connected(false);
+        // Suspect from the start, connected or not, until the first catch-up.
+        local.set_cache_suspect(true);
+        metrics.set_connected(false);
+        let events = {
+            let (local, metrics, servers) = (local.clone(), metrics.clone(), config.nats.clone());
+            move |event: async_nats::Event| {
+                on_event(&event, &link_tx, local.as_ref(), &metrics, &servers);
+                async {}
+            }
+        };
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("quicdn-edge {pop}"))
+            // Connect in the background, and reconnect for ever: the edge serves without
+            // the bus, and must rejoin it whenever it can.
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            // The POP's own region's server first, as configured.
+            .retain_servers_order()
+            .reconnect_delay_callback(reconnect_delay)
+            .event_callback(events)
+            .connect(config.nats.as_slice())
+            .await
+            .map_err(ControlError::Connect)?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(PUBLISH_TIMEOUT)
+            .build(client.clone());
+        let shared = Arc::new(Shared {
+            pop: pop.to_owned(),
+            config: config.clone(),
+            client,
+            js,
+            local,
+            metrics,
+            link,
+            status: watch::channel(BusStatus::default()).0,
+            stop: watch::channel(false).0,
+            waiters: Mutex::new(HashMap::new()),
+        });
+        let tasks = vec![
+            tokio::spawn(collect_acks(shared.clone())),
+            tokio::spawn(super::consume::run(shared.clone())),
+        ];
+        Ok(Self {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// Publishes `command` once and collects acknowledgements for it until every expected
+    /// POP has sent one or `wait` runs out. If it cannot be published, this POP applies it
+    /// alone and says so.
+    pub(super) async fn submit(
+        &self,
+        control: &Control,
+        command: Command,
+        wait: Option<Duration>,
+    ) -> Submitted {
+        let id = command.id().to_owned();
+        let mut pending = self.shared.config.expected_pops(&self.shared.pop);
+        // Registered before the publish: an acknowledgement can come back before the
+        // publish's own confirmation does.
+        let waiter = wait.map(|_| Waiter::register(&self.shared, &id));
+        let seq = match self.publish(&command).await {
+            Ok(seq) => seq,
+            Err(error) => {
+                tracing::warn!(id, %error, "control: command not published; applying it on this POP only");
+                let ack = control.apply(&command, 0).await;
+                pending.retain(|p| *p != ack.pop);
+                return Submitted {
+                    id,
+                    seq: 0,
+                    acks: vec![ack],
+                    pending,
+                    error: Some(error),
+                };
+            }
+        };
+        let mut acks = Vec::new();
+        if let (Some(mut waiter), Some(wait)) = (waiter, wait) {
+            let deadline = tokio::time::Instant::now() + wait;
+            while !pending.is_empty() {
+                let Ok(Some(ack)) = tokio::time::timeout_at(deadline, waiter.rx.recv()).await
+                else {
+                    break;
+                };
+                pending.retain(|p| *p != ack.pop);
+                // A POP acknowledges once per delivery; a redelivery is not news.
+                if !acks.iter().any(|a: &Ack| a.pop == ack.pop) {
+                    acks.push(ack);
+                }
+            }
+        }
+        Submitted {
+            id,
+            seq,
+            acks,
+            pending,
+            error: None,
+        }
+    }
+
+    /// Publishes `command` to the stream: its sequence there. The command id is the
+    /// message id, so JetStream drops a second publish of the same command.
+    async fn publish(&self, command: &Command) -> Result<u64, String> {
+        if self.shared.client.connection_state() != async_nats::connection::State::Connected {
+            // Not queued for later: a command the caller was told failed must not be
+            // applied by the fleet at some later time.
+            return Err("the control bus is not connected".into());
+        }
+        let payload = serde_json::to_vec(command).map_err(|e| e.to_string())?;
+        let publish = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(command.id());
+        let subject = self.shared.config.command_subject();
+        let confirmation = self
+            .shared
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| format!("publish failed: {e}"))?;
+        let ack = confirmation.await.map_err(|e| {
+            format!("the stream did not confirm the publish ({e}); it may still reach other POPs")
+        })?;
+        Ok(ack.sequence)
+    }
+
+    pub(super) async fn caught_up(&self, timeout: Duration) -> bool {
+        let mut status = self.shared.status.subscribe();
+        tokio::time::timeout(timeout, status.wait_for(|s| s.caught_up))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub(super) fn status(&self) -> BusStatus {
+        BusStatus {
+            connected: self.shared.link.borrow().up,
+            ..self.shared.status.borrow().clone()
+        }
+    }
+
+    pub(super) async fn shutdown(&self) {
+        self.shared.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut task in tasks {
+            // A command being applied finishes first; a session stuck setting up (a bus
+            // that connects but does not answer) is cut off.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+        // Sends what is buffered (the last acknowledgements) before closing; a connection
+        // that is down has nothing to send.
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, self.shared.client.drain()).await;
+        if let Ok(Err(error)) = drained {
+            tracing::debug!(%error, "control: draining the bus connection");
+        }
+    }
+}
+
+/// A `submit`'s registration for the acknowledgements of one command; removed on drop.
+struct Waiter {
+    shared: Arc<Shared>,
+    id: String,
+    rx: mpsc::UnboundedReceiver<Ack>,
+}
+
+impl Waiter {
+    fn register(shared: &Arc<Shared>, id: &str) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        shared.waiters().insert(id.to_owned(), tx);
+        Self {
+            shared: shared.clone(),
+            id: id.to_owned(),
+            rx,
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.shared.waiters().remove(&self.id);
+    }
+}
+
+impl Shared {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Ack>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes this POP's acknowledgement of a command (a plain NATS message: no one
+    /// replays acknowledgements).
+    pub(super) async fn acknowledge(&self, ack: &Ack) {
+        let Ok(payload) = serde_json::to_vec(ack) else {
+            return;
+        };
+        let subject = self.config.ack_subject(&self.pop);
+        if let Err(error) = self.client.publish(subject, payload.into()).await {
+            tracing::debug!(%error, id = ack.id, "control: acknowledgement not sent");
+        }
+    }
+}
+
+/// Hands every POP's acknowledgements to the `submit` waiting for them.
+async fn collect_acks(shared: Arc<Shared>) {
+    let subject = format!("{}.ack.*", shared.config.subject);
+    let mut acks = match shared.client.subscribe(subject).await {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "control: cannot subscribe to acknowledgements; submit will not see any");
+            return;
+        }
+    };
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let message = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            m = acks.next() => m,
+        };
+        let Some(message) = message else { return };
+        match serde_json::from_slice::<Ack>(&message.payload) {
+            Ok(ack) => {
+                if let Some(tx) = shared.waiters().get(&ack.id) {
+                    let _ = tx.send(ack);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, subject = %message.subject, "control: not an acknowledgement");
+            }
+        }
+    }
+}
+
+/// The bus connection's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Link {
+    pub(super) up: bool,
+    /// Connections made so far: a consumer session belongs to one, and a reconnect quicker
+    /// than the session could see the drop still ends it (and starts a catch-up).
+    pub(super) connection: u64,
+}
+
+/// Logs each change of the connection's state once, and reports it.
+fn on_event(
+    event: &async_nats::Event,
+    link: &watch::Sender<Link>,
+    local: &dyn Local,
+    metrics: &ControlMetrics,
+    servers: &[String],
+) {
+    let up = match event {
+        async_nats::Event::Connected => true,
+        async_nats::Event::Disconnected => false,
+        // Only a shutdown closes it (reconnects never end): nothing to warn about.
+        async_nats::Event::Closed => {
+            link.send_modify(|l| l.up = false);
+            metrics.set_connected(false);
+            tracing::info!("control: bus connection closed");
+            return;
+        }
+        other => {
+            tracing::debug!(event = %other, "control: bus event");
+            return;
+        }
+    };
+    let mut changed = false;
+    link.send_modify(|l| {
+        changed = l.up != up;
+        l.up = up;
+        l.connection += u64::from(up);
+    });
+    if !changed {
+        return;
+    }
+    metrics.set_connected(up);
+    local.set_bus_connected(up);
+    match up {
+        true => tracing::info!(?servers, "control: bus connected"),
+        false => tracing::warn!(
+            ?servers,
+            "control: bus disconnected; serving from the cache, purges from other POPs wait until it reconnects"
+        ),
+    }
+}
+
+/// Reconnect backoff: at once, then doubling from 100 ms to at most 5 s.
+fn reconnect_delay(attempts: usize) -> Duration {
+    match attempts {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(100u64 << (n - 2).min(6)).min(Duration::from_secs(5)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_five_seconds() {
+        let delays: Vec<u64> = (1..=10)
+            .map(|n| reconnect_delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [0, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]
+        );
+    }
+}
