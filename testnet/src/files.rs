@@ -11,7 +11,9 @@ use anyhow::Context as _;
 use geodns::citydb::CityNetwork;
 
 use crate::config::TestnetConfig;
-use crate::plan::{NATS_CLIENT_PORT, NATS_MONITOR_PORT, NATS_ROUTE_PORT, Plan, TAGGED_ORIGIN_PORT};
+use crate::plan::{
+    EDGE_ADMIN_PORT, NATS_CLIENT_PORT, NATS_MONITOR_PORT, NATS_ROUTE_PORT, Plan, TAGGED_ORIGIN_PORT,
+};
 
 /// A GeoIP2-City-shaped database with one network per region: its client subnet.
 /// Nothing else is in it, so a resolver's own address (on the datacenter LAN) is unknown
@@ -131,12 +133,12 @@ pub fn edge_toml(
     let r = &plan.regions[region];
     format!(
         r#"# Written by `testnet up`.
-name = "pop-{name}"
+name = "{pop}"
 
 [listen]
 https = "{addr}:443"
 http = "{addr}:80"
-admin = "127.0.0.1:9090"
+admin = "127.0.0.1:{EDGE_ADMIN_PORT}"
 shutdown_grace = "1s"
 
 [tls]
@@ -152,6 +154,19 @@ memory_budget = "64 MiB"
 connect_timeout = "3s"
 first_byte_timeout = "10s"
 
+# The control bus: purges sent to any POP's API reach every POP.
+[control]
+# This region's NATS server first, then the others nearest first: the edge fails over.
+nats = [{nats}]
+stream = "{stream}"
+subject = "quicdn.control"
+# Three copies of the stream (two keep a quorum when one region's server is down), fewer
+# in a testnet of fewer regions.
+replicas = {replicas}
+# Whom a purge's `wait` waits for: every POP of the testnet.
+pops = [{pops}]
+catch_up_timeout = "5s"
+
 [[site]]
 hosts = ["{cdn}", "*.{cdn}", "{addr}"]
 origin = "http://{origin}:80"
@@ -161,13 +176,38 @@ origin = "http://{origin}:80"
 hosts = ["{tagged}"]
 origin = "http://{origin}:{TAGGED_ORIGIN_PORT}"
 "#,
-        name = r.name,
+        pop = pop_name(&r.name),
         addr = r.pop.addr,
+        nats = quoted(&nats_urls(plan, region)),
+        stream = crate::nats::STREAM,
+        replicas = plan.regions.len().min(3),
+        pops = quoted(
+            &plan
+                .regions
+                .iter()
+                .map(|r| pop_name(&r.name))
+                .collect::<Vec<_>>()
+        ),
         cache = dir.join(format!("cache-{}", r.name)),
         cdn = config.cdn_name,
         tagged = tagged_host(config),
         origin = plan.origin.addr,
     )
+}
+
+/// The edge's `name` in region `region`: what `Cache-Status`, `Via` and the bus's
+/// acknowledgements call the POP.
+pub fn pop_name(region: &str) -> String {
+    format!("pop-{region}")
+}
+
+/// TOML strings, comma separated.
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("{i:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The host name of the tagged objects (an exact name wins over the first site's wildcard).
@@ -321,6 +361,28 @@ mod tests {
         one.validate().unwrap();
         let conf = nats_conf(&Plan::new(&one), 0, dir);
         assert!(!conf.contains("cluster"), "{conf}");
+    }
+
+    /// What `up`'s `edge --check-config` checks, without root: the real config type takes the
+    /// generated text, and the bus section says what the scenarios rely on.
+    #[test]
+    fn edge_config_loads_with_the_real_type() {
+        let config = TestnetConfig::default();
+        let plan = Plan::new(&config);
+        let (cert, key) = (Path::new("/c.pem"), Path::new("/k.pem"));
+        let text = edge_toml(&config, &plan, 1, Path::new("/state"), cert, key);
+        let edge: edge::config::EdgeConfig = shared::config::parse(&text).unwrap();
+        edge.validate().unwrap();
+        assert_eq!(edge.name, "pop-eu-central");
+        assert_eq!(edge.control.nats, nats_urls(&plan, 1));
+        assert_eq!(edge.control.stream, crate::nats::STREAM);
+        assert_eq!(edge.control.replicas, 3);
+        assert_eq!(
+            edge.control.pops,
+            ["pop-us-east", "pop-eu-central", "pop-ap-southeast"]
+        );
+        assert_eq!(edge.sites.len(), 2);
+        assert_eq!(edge.sites[1].hosts, ["tagged.cdn.quicdn.test"]);
     }
 
     #[test]

@@ -153,6 +153,19 @@ fn start_all(
             SocketAddr::from((r.pop.addr, 443)),
         )?;
     }
+    let pops: Vec<String> = plan
+        .regions
+        .iter()
+        .map(|r| files::pop_name(&r.name))
+        .collect();
+    let edges: Vec<_> = state
+        .processes
+        .iter()
+        .filter(|p| p.role.starts_with("edge "))
+        .cloned()
+        .collect();
+    let took = nats::bus_ready(plan, &pops, &edges, Duration::from_secs(30))?;
+    tracing::info!(?took, "every edge joined the bus");
     let argv = vec![path_arg(geodns), "--config".into(), path_arg(&files.geodns)];
     start(
         state,
@@ -411,11 +424,9 @@ pub fn status(prefix: &str, dir: &Path) -> anyhow::Result<String> {
         out += &format!("{:<20} {:<28} {:>8}  {s}\n", p.role, p.ns, p.pid);
     }
     if !namespaces.is_empty() {
-        let plan = Plan::new(&state.config);
-        let peers = plan.regions.len() - 1;
         out += "control bus (NATS JetStream):\n";
-        for k in 0..plan.regions.len() {
-            out += &format!("  {}\n", nats::node(&plan, k).line(peers));
+        for line in nats::summary(&Plan::new(&state.config)) {
+            out += &format!("  {line}\n");
         }
     }
     Ok(out)

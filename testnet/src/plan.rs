@@ -27,6 +27,10 @@ pub const NATS_CLIENT_PORT: u16 = 4222;
 pub const NATS_ROUTE_PORT: u16 = 6222;
 pub const NATS_MONITOR_PORT: u16 = 8222;
 
+/// The edge's admin listener, on loopback inside its POP's namespace: the purge API takes
+/// commands from a loopback peer without a token, so the scenarios call it from there.
+pub const EDGE_ADMIN_PORT: u16 = 9090;
+
 /// The origin's second listener: objects with a surrogate key, for the purge scenarios.
 pub const TAGGED_ORIGIN_PORT: u16 = 8080;
 
