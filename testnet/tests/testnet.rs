@@ -1,6 +1,6 @@
 //! The whole testnet end to end: `up`, `run` (every scenario must pass), `down`, and nothing
-//! left behind. Needs root (CI runs as root) plus unbound, dig and ping, and the `edge` and
-//! `geodns` binaries next to `testnet` (`cargo test --workspace` builds them).
+//! left behind. Needs root (CI runs as root) plus unbound, dig, ping and nats-server, and the
+//! `edge` and `geodns` binaries next to `testnet` (`cargo test --workspace` builds them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -117,7 +117,16 @@ fn up_run_down_leaves_nothing_behind() {
     let run = testnet(&["run"], &prefix, &state, &certs);
     let table = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(run.status.success(), "a scenario failed:\n{table}");
-    for scenario in ["1 resolve", "2 fetch h3", "3 failover", "4 recovery"] {
+    for scenario in [
+        "1 resolve",
+        "2 fetch h3",
+        "3 failover",
+        "4 recovery",
+        "5 purge tag",
+        "6 purge lag",
+        "7 pop down",
+        "8 nats down",
+    ] {
         assert!(
             table.contains(scenario),
             "{scenario} missing from:\n{table}"
