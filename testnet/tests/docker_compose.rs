@@ -222,9 +222,29 @@ fn configs_compose_and_dockerfile_agree() {
                 );
             }
         }
+        // The bus: compose's one NATS node, one replica, and both edges acknowledge.
+        let control = &config.control;
+        assert_eq!(control.nats, ["nats://nats:4222"], "{what}");
+        assert_eq!(
+            control.replicas, 1,
+            "{what}: one NATS node holds one replica"
+        );
+        assert_eq!(control.pops, ["edge-a", "edge-b"], "{what}");
+        // Every edge takes the x-edge defaults, which start it after nats is healthy.
+        assert!(block.contains("<<: *edge"), "{name}:\n{block}");
+        let defaults = compose
+            .split_once("x-edge: &edge\n")
+            .and_then(|(_, rest)| rest.split_once("\nservices:"))
+            .map(|(anchor, _)| anchor)
+            .expect("compose.yaml has x-edge defaults before services");
+        assert!(
+            defaults.contains("    nats:\n      condition: service_healthy"),
+            "x-edge:\n{defaults}"
+        );
         pops.push((name, address.to_owned(), https, config.listen.health_path));
     }
     assert_eq!(pops.len(), 2, "edge-a and edge-b");
+    service(&compose, "nats");
 
     let geodns_health = health_url(&dockerfile, "geodns");
     let block = service(&compose, "geodns");
