@@ -81,22 +81,22 @@ TOML
 PIDS+=($!)
 wait_up "http://127.0.0.1:$HP/1k.bin" || { echo "edge did not start (see $WORK/edge.log)" >&2; exit 1; }
 
-# Cache the objects the purges will name (the edge's cache key host is "localhost").
+# Cache the objects the purges will name (under the host 127.0.0.1, as wrk sends it).
 python3 - "$HP" "$OBJECTS" <<'PY'
 import http.client, sys
 conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
 for i in range(int(sys.argv[2])):
-    conn.request("GET", f"/p/{i}", headers={"host": "localhost"})
+    conn.request("GET", f"/p/{i}", headers={"host": "127.0.0.1"})
     conn.getresponse().read()
 PY
 
 hits() {
-  wrk -t1 -c"$CONNS" -d"${RUN}s" -H 'host: localhost' -s "$REPO/bench/http/wrk-report.lua" \
+  wrk -t1 -c"$CONNS" -d"${RUN}s" -s "$REPO/bench/http/wrk-report.lua" \
     "http://127.0.0.1:$HP/1k.bin" | awk '/^JSON /{ sub(/^JSON /, ""); print }'
 }
-wrk -t1 -c"$CONNS" -d2s -H 'host: localhost' "http://127.0.0.1:$HP/1k.bin" >/dev/null
+wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$HP/1k.bin" >/dev/null
 alone=$(hits)
-python3 "$HERE/purge_load.py" "127.0.0.1:$AP" "$PURGE_RATE" "$RUN" 'localhost/p/{}' >"$WORK/purges.out" &
+python3 "$HERE/purge_load.py" "127.0.0.1:$AP" "$PURGE_RATE" "$RUN" '127.0.0.1/p/{}' >"$WORK/purges.out" &
 purger=$!
 PIDS+=("$purger")
 loaded=$(hits)

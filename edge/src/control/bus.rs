@@ -113,6 +113,8 @@ impl Bus {
         wait: Option<Duration>,
     ) -> Submitted {
         let id = command.id().to_owned();
+        // The wait bounds the whole call, the publish included.
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         let mut pending = self.shared.config.expected_pops(&self.shared.pop);
         // Registered before the publish: an acknowledgement can come back before the
         // publish's own confirmation does.
@@ -133,8 +135,7 @@ impl Bus {
             }
         };
         let mut acks = Vec::new();
-        if let (Some(mut waiter), Some(wait)) = (waiter, wait) {
-            let deadline = tokio::time::Instant::now() + wait;
+        if let (Some(mut waiter), Some(deadline)) = (waiter, deadline) {
             while !pending.is_empty() {
                 let Ok(Some(ack)) = tokio::time::timeout_at(deadline, waiter.rx.recv()).await
                 else {

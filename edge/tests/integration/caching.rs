@@ -39,11 +39,20 @@ per_protocol!(
             let age: u64 = second.header("age").unwrap().parse().unwrap();
             assert!(age <= 1, "age {age}");
             assert_eq!(origin.hits("/a"), 1, "{proto:?}");
-            let metrics = edge.metrics().await;
             let hits = format!(
                 "quicdn_requests_total{{protocol=\"{}\",cache=\"hit\",status=\"2xx\"}}",
                 proto.label()
             );
+            // Counted when the response has ended on the edge's side, which can be just after
+            // the client has the last byte (an HTTP/3 stream's end).
+            let mut metrics = edge.metrics().await;
+            for _ in 0..50 {
+                if metric(&metrics, &hits) == 1.0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                metrics = edge.metrics().await;
+            }
             assert_eq!(metric(&metrics, &hits), 1.0, "{metrics}");
         }
     }

@@ -31,13 +31,27 @@ async fn hundred_concurrent_misses(proto: Proto) {
         1,
         "{proto:?}: exactly one origin request"
     );
+    let status = |r: &crate::support::client::Resp| r.header("cache-status").unwrap().to_owned();
     let collapsed = responses
         .iter()
-        .filter(|r| r.header("cache-status").unwrap().contains("collapsed"))
+        .filter(|r| status(r).contains("collapsed"))
         .count();
-    assert_eq!(collapsed, 99, "{proto:?}");
+    // On a loaded machine a client may connect only after the fill ended: it gets a hit,
+    // which is no second origin request either.
+    let late_hits = responses
+        .iter()
+        .filter(|r| status(r).contains("; hit"))
+        .count();
+    assert_eq!(collapsed + late_hits, 99, "{proto:?}");
+    assert!(
+        collapsed >= 50,
+        "{proto:?}: most waited on the one fetch ({collapsed})"
+    );
     let metrics = edge.metrics().await;
-    assert_eq!(metric(&metrics, "quicdn_coalesced_waits_total"), 99.0);
+    assert_eq!(
+        metric(&metrics, "quicdn_coalesced_waits_total"),
+        collapsed as f64
+    );
     edge.stop().await;
 }
 

@@ -455,9 +455,38 @@ async fn real_edges_apply_a_purge_submitted_at_one_and_replay_after_a_restart() 
     assert!(fetch(&again, "/app.js").await.contains("miss"));
     assert_eq!(origin.hits("/app.js"), 7);
     edges.push(again);
+    // Through the admin API at any POP, with a wait: every POP's acknowledgement in the
+    // answer.
+    let body = r#"{"url": "http://localhost/app.js", "wait": "5s"}"#;
+    let (status, answer) = post(&edges[2], "/purge", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut acked: Vec<&str> = answer["pops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pop"].as_str().unwrap())
+        .collect();
+    acked.sort();
+    assert_eq!(acked, want, "{answer}");
+    assert_eq!(answer["pending"], serde_json::json!([]));
+    assert_eq!(answer["local"]["objects"], 1, "{answer}");
     for edge in edges {
         edge.shutdown().await;
     }
+}
+
+/// `POST <path>` with `body` on the admin listener (loopback: no token needed): the status
+/// and the JSON answer.
+async fn post(edge: &RunningEdge, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://{}{path}", edge.admin_addr().unwrap());
+    let req = http::Request::post(url)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap();
+    let r = Client::h1(None).send(req).await.expect("admin answers");
+    let json = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status.as_u16(), json)
 }
 
 /// GETs `path` from `edge` over HTTP/1.1: its `Cache-Status`.
