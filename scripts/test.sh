@@ -25,7 +25,8 @@ fi
 #   iproute2, iputils-ping the testnet's namespaces, links and routes; round trips
 #   unbound                the testnet's recursive resolver per region (ECS via subnetcache)
 #   docker-compose         parses docker/compose.yaml (no engine needed) to keep it in step
-#   nats-server            the control plane's bus (JetStream): its tests start real servers
+#   nats-server            the control plane's bus (JetStream): its tests start real servers,
+#                          the testnet one per region (clustered); checks docker/nats.conf
 PACKAGES=(ca-certificates curl chromium python3 python3-venv ffmpeg dnsutils iproute2
   iputils-ping unbound docker-compose nats-server)
 # ---------------------------------------------------------------------------------------------

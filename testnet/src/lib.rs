@@ -4,8 +4,11 @@
 pub mod config;
 pub mod emulator;
 pub mod files;
+pub mod http;
 pub mod lifecycle;
+pub mod nats;
 pub mod netns;
+pub mod origin;
 pub mod plan;
 pub mod probe;
 pub mod procs;

@@ -8,8 +8,9 @@ use anyhow::{Context as _, bail};
 
 use crate::config::TestnetConfig;
 use crate::files;
+use crate::nats;
 use crate::netns;
-use crate::plan::Plan;
+use crate::plan::{NATS_CLIENT_PORT, Plan, TAGGED_ORIGIN_PORT};
 use crate::procs::State;
 
 /// Where `up` finds what it needs and puts what it makes.
@@ -53,6 +54,7 @@ pub fn up(config: &TestnetConfig, paths: &Paths) -> anyhow::Result<State> {
         ("unbound", "unbound"),
         ("dig", "dnsutils"),
         ("ping", "iputils-ping"),
+        ("nats-server", "nats-server"),
     ] {
         if which(tool).is_none() {
             bail!("{tool} is not installed (Debian package {hint})");
@@ -136,18 +138,34 @@ fn start_all(
         "origin".into(),
         "--listen".into(),
         origin_addr.to_string(),
+        "--tagged".into(),
+        SocketAddr::from((plan.origin.addr, TAGGED_ORIGIN_PORT)).to_string(),
     ];
     start(state, "origin", &plan.origin.ns, argv, origin_addr)?;
+    start_bus(state, plan, &files)?;
     for (k, r) in plan.regions.iter().enumerate() {
         let argv = vec![path_arg(edge), "--config".into(), path_arg(&files.edges[k])];
         start(
             state,
-            &format!("edge {}", r.name),
+            &edge_role(&r.name),
             &r.pop.ns,
             argv,
             SocketAddr::from((r.pop.addr, 443)),
         )?;
     }
+    let pops: Vec<String> = plan
+        .regions
+        .iter()
+        .map(|r| files::pop_name(&r.name))
+        .collect();
+    let edges: Vec<_> = state
+        .processes
+        .iter()
+        .filter(|p| p.role.starts_with("edge "))
+        .cloned()
+        .collect();
+    let took = nats::bus_ready(plan, &pops, &edges, Duration::from_secs(30))?;
+    tracing::info!(?took, "every edge joined the bus");
     let argv = vec![path_arg(geodns), "--config".into(), path_arg(&files.geodns)];
     start(
         state,
@@ -173,6 +191,51 @@ fn start_all(
         )?;
     }
     Ok(())
+}
+
+/// One nats-server per region, then the wait until they have clustered: the edges' bus needs
+/// a JetStream meta leader to create its stream and consumers.
+fn start_bus(state: &mut State, plan: &Plan, files: &Written) -> anyhow::Result<()> {
+    for (k, r) in plan.regions.iter().enumerate() {
+        let argv = vec!["nats-server".into(), "-c".into(), path_arg(&files.nats[k])];
+        let listen = SocketAddr::from((r.nats.addr, NATS_CLIENT_PORT));
+        start(state, &nats_role(&r.name), &r.nats.ns, argv, listen)?;
+    }
+    let procs: Vec<_> = plan
+        .regions
+        .iter()
+        .filter_map(|r| state.process(&nats_role(&r.name)).cloned())
+        .collect();
+    let took = nats::cluster_ready(plan, &procs, Duration::from_secs(30))?;
+    tracing::info!(?took, "NATS cluster formed");
+    Ok(())
+}
+
+/// The state's role name of region `region`'s NATS server.
+pub fn nats_role(region: &str) -> String {
+    format!("nats {region}")
+}
+
+/// The state's role name of region `region`'s edge.
+pub fn edge_role(region: &str) -> String {
+    format!("edge {region}")
+}
+
+/// Starts a stopped NATS server again and waits until the cluster has formed around it.
+pub fn restart_nats(state: &mut State, plan: &Plan, region: usize) -> anyhow::Result<Duration> {
+    let r = &plan.regions[region];
+    restart(
+        state,
+        &nats_role(&r.name),
+        SocketAddr::from((r.nats.addr, NATS_CLIENT_PORT)),
+    )?;
+    let procs: Vec<_> = state
+        .processes
+        .iter()
+        .filter(|p| p.role.starts_with("nats "))
+        .cloned()
+        .collect();
+    nats::cluster_ready(plan, &procs, Duration::from_secs(30))
 }
 
 fn start(
@@ -201,6 +264,7 @@ struct Written {
     geodns: PathBuf,
     edges: Vec<PathBuf>,
     unbound: Vec<PathBuf>,
+    nats: Vec<PathBuf>,
 }
 
 fn write_files(
@@ -216,7 +280,7 @@ fn write_files(
         &geodns,
         &files::geodns_toml(config, plan, &mmdb, ca.cert_path()),
     )?;
-    let (mut edges, mut unbound) = (Vec::new(), Vec::new());
+    let (mut edges, mut unbound, mut nats) = (Vec::new(), Vec::new(), Vec::new());
     for (k, r) in plan.regions.iter().enumerate() {
         let sans = vec![
             config.cdn_name.clone(),
@@ -234,11 +298,15 @@ fn write_files(
         let path = dir.join(format!("unbound-{}.conf", r.name));
         write(&path, &files::unbound_conf(config, plan, k, dir))?;
         unbound.push(path);
+        let path = dir.join(format!("nats-{}.conf", r.name));
+        write(&path, &files::nats_conf(plan, k, dir))?;
+        nats.push(path);
     }
     Ok(Written {
         geodns,
         edges,
         unbound,
+        nats,
     })
 }
 
@@ -261,6 +329,12 @@ fn check_configs(files: &Written, edge: &Path, geodns: &Path) -> anyhow::Result<
     ));
     for f in &files.unbound {
         checks.push(("unbound-checkconf".into(), vec![path_arg(f)]));
+    }
+    for f in &files.nats {
+        checks.push((
+            "nats-server".into(),
+            vec!["-t".into(), "-c".into(), path_arg(f)],
+        ));
     }
     for (program, args) in checks {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -348,6 +422,12 @@ pub fn status(prefix: &str, dir: &Path) -> anyhow::Result<String> {
     for p in &state.processes {
         let s = if p.is_running() { "running" } else { "STOPPED" };
         out += &format!("{:<20} {:<28} {:>8}  {s}\n", p.role, p.ns, p.pid);
+    }
+    if !namespaces.is_empty() {
+        out += "control bus (NATS JetStream):\n";
+        for line in nats::summary(&Plan::new(&state.config)) {
+            out += &format!("  {line}\n");
+        }
     }
     Ok(out)
 }

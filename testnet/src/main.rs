@@ -62,6 +62,9 @@ enum Cmd {
     Origin {
         #[arg(long)]
         listen: SocketAddr,
+        /// Where to serve the tagged objects of the purge scenarios.
+        #[arg(long)]
+        tagged: SocketAddr,
     },
 }
 
@@ -144,12 +147,14 @@ fn run() -> anyhow::Result<ExitCode> {
                 }
             })?;
         }
-        Cmd::Origin { listen } => {
+        Cmd::Origin { listen, tagged } => {
             let _log = shared::telemetry::init("info", shared::telemetry::LogFormat::Text);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let origin = edge::demo::DemoOrigin::start(listen).await?;
                 tracing::info!(addr = %origin.addr(), "demo origin listening");
+                let tagged = testnet::origin::start_tagged(tagged).await?;
+                tracing::info!(addr = %tagged, "tagged origin listening");
                 tokio::signal::ctrl_c().await?;
                 anyhow::Ok(())
             })?;

@@ -2,7 +2,8 @@
 //!
 //! Region `i` (1-based, in config order) owns 10.i.0.0/16:
 //! - 10.i.0.0/24 is its datacenter LAN, a bridge in `PREFIX-rt-REGION` (gateway 10.i.0.1) with
-//!   the POP (.10), the resolver (.53), and the origin (.80) or GeoDNS (.5) if they live there;
+//!   the POP (.10), the region's NATS server (.42), the resolver (.53), and the origin (.80) or
+//!   GeoDNS (.5) if they live there;
 //! - 10.i.100.0/24 is its client network: `PREFIX-client-REGION` (10.i.100.2) reaches the world
 //!   only through the emulator, over the region's access link;
 //! - the router reaches other regions through the emulator (its TUN has 10.i.255.1).
@@ -19,6 +20,19 @@ use crate::emulator::{EmulatorSpec, LinkParams, LinkRule, PortSpec};
 
 /// The TUN device name inside every namespace that has one.
 pub const WAN_IF: &str = "wan0";
+
+/// The NATS server's ports: clients (the region's edge), routes (the other regions' servers)
+/// and HTTP monitoring (readiness and `status`).
+pub const NATS_CLIENT_PORT: u16 = 4222;
+pub const NATS_ROUTE_PORT: u16 = 6222;
+pub const NATS_MONITOR_PORT: u16 = 8222;
+
+/// The edge's admin listener, on loopback inside its POP's namespace: the purge API takes
+/// commands from a loopback peer without a token, so the scenarios call it from there.
+pub const EDGE_ADMIN_PORT: u16 = 9090;
+
+/// The origin's second listener: objects with a surrogate key, for the purge scenarios.
+pub const TAGGED_ORIGIN_PORT: u16 = 8080;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
@@ -38,6 +52,8 @@ pub struct RegionPlan {
     pub lan: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub pop: Host,
+    /// The region's `nats-server`, one node of the control bus's cluster.
+    pub nats: Host,
     pub resolver: Host,
     pub client: Host,
     pub client_net: Ipv4Net,
@@ -85,6 +101,7 @@ impl Plan {
                     lan: net(addr(i, 0, 0), 24),
                     gateway: addr(i, 0, 1),
                     pop: host("pop", 10),
+                    nats: host("nats", 42),
                     resolver: host("resolver", 53),
                     client: Host {
                         ns: format!("{p}-client-{}", r.name),
@@ -123,7 +140,7 @@ impl Plan {
     /// Hosts on a region's LAN bridge (veth into the router namespace).
     pub fn lan_hosts(&self, region: usize) -> Vec<&Host> {
         let r = &self.regions[region];
-        let mut hosts = vec![&r.pop, &r.resolver];
+        let mut hosts = vec![&r.pop, &r.nats, &r.resolver];
         hosts.extend(
             [&self.origin, &self.dns]
                 .into_iter()
@@ -137,7 +154,12 @@ impl Plan {
         let mut v = vec![self.emulator_ns.clone()];
         v.extend(self.regions.iter().map(|r| r.router_ns.clone()));
         for r in &self.regions {
-            v.extend([r.pop.ns.clone(), r.resolver.ns.clone(), r.client.ns.clone()]);
+            v.extend([
+                r.pop.ns.clone(),
+                r.nats.ns.clone(),
+                r.resolver.ns.clone(),
+                r.client.ns.clone(),
+            ]);
         }
         v.extend([self.origin.ns.clone(), self.dns.ns.clone()]);
         v
@@ -237,11 +259,13 @@ mod tests {
         assert_eq!(us.client.addr, Ipv4Addr::new(10, 1, 100, 2));
         assert_eq!(plan.origin.addr, Ipv4Addr::new(10, 1, 0, 80));
         assert_eq!(plan.dns.addr, Ipv4Addr::new(10, 2, 0, 5));
-        assert_eq!(plan.lan_hosts(0).len(), 3);
-        assert_eq!(plan.lan_hosts(1).len(), 3);
-        assert_eq!(plan.lan_hosts(2).len(), 2);
+        assert_eq!(us.nats.addr, Ipv4Addr::new(10, 1, 0, 42));
+        assert_eq!(plan.regions[2].nats.ns, "qdn-nats-ap-southeast");
+        assert_eq!(plan.lan_hosts(0).len(), 4);
+        assert_eq!(plan.lan_hosts(1).len(), 4);
+        assert_eq!(plan.lan_hosts(2).len(), 3);
         let ns = plan.namespaces();
-        assert_eq!(ns.len(), 1 + 3 + 9 + 2);
+        assert_eq!(ns.len(), 1 + 3 + 12 + 2);
         assert!(ns.iter().all(|n| n.starts_with("qdn-")));
         assert_eq!(plan.region_of(Ipv4Addr::new(10, 3, 0, 10)), Some(2));
         assert_eq!(plan.region_of(Ipv4Addr::new(10, 4, 0, 10)), None);

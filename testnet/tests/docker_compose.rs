@@ -132,7 +132,7 @@ fn compose_file_parses() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{program} config: {stderr}");
     let config = String::from_utf8_lossy(&out.stdout);
-    for name in ["origin", "tls-init", "edge-a", "edge-b", "geodns"] {
+    for name in ["origin", "tls-init", "nats", "edge-a", "edge-b", "geodns"] {
         assert!(
             config.contains(&format!("\n  {name}:\n")),
             "service {name}:\n{config}"
@@ -144,6 +144,7 @@ fn compose_file_parses() {
         "edge-b.toml:/etc/quicdn/edge.toml",
         "geodns.toml:/etc/quicdn/geodns.toml",
         "nginx/origin.conf:/etc/nginx/conf.d/default.conf",
+        "nats.conf:/etc/nats/quicdn.conf",
     ] {
         assert!(
             config.contains(&format!("/docker/{file}:ro")),
@@ -221,9 +222,29 @@ fn configs_compose_and_dockerfile_agree() {
                 );
             }
         }
+        // The bus: compose's one NATS node, one replica, and both edges acknowledge.
+        let control = &config.control;
+        assert_eq!(control.nats, ["nats://nats:4222"], "{what}");
+        assert_eq!(
+            control.replicas, 1,
+            "{what}: one NATS node holds one replica"
+        );
+        assert_eq!(control.pops, ["edge-a", "edge-b"], "{what}");
+        // Every edge takes the x-edge defaults, which start it after nats is healthy.
+        assert!(block.contains("<<: *edge"), "{name}:\n{block}");
+        let defaults = compose
+            .split_once("x-edge: &edge\n")
+            .and_then(|(_, rest)| rest.split_once("\nservices:"))
+            .map(|(anchor, _)| anchor)
+            .expect("compose.yaml has x-edge defaults before services");
+        assert!(
+            defaults.contains("    nats:\n      condition: service_healthy"),
+            "x-edge:\n{defaults}"
+        );
         pops.push((name, address.to_owned(), https, config.listen.health_path));
     }
     assert_eq!(pops.len(), 2, "edge-a and edge-b");
+    service(&compose, "nats");
 
     let geodns_health = health_url(&dockerfile, "geodns");
     let block = service(&compose, "geodns");
@@ -256,5 +277,42 @@ fn configs_compose_and_dockerfile_agree() {
             assert!(db.starts_with("/var/lib/GeoIP"), "{}", db.display());
         }
         assert!(block.contains(":/var/lib/GeoIP:ro"), "{block}");
+    }
+}
+
+/// docker/nats.conf passes `nats-server -t`, and compose runs the server with it. Without
+/// nats-server the check is skipped with a message, unless `CI` is set.
+#[test]
+fn nats_config_is_valid_and_mounted() {
+    let conf = docker_dir().join("nats.conf");
+    let compose = read(&docker_dir().join("compose.yaml"));
+    let block = service(&compose, "nats");
+    assert!(
+        block.contains("./nats.conf:/etc/nats/quicdn.conf:ro")
+            && block.contains(r#""--config", "/etc/nats/quicdn.conf""#),
+        "{block}"
+    );
+    // The store is a volume: a stream that survives the container lets an edge replay.
+    let text = read(&conf);
+    assert!(text.contains(r#"store_dir: "/data""#), "{text}");
+    assert!(block.contains("- nats-data:/data"), "{block}");
+    match Command::new("nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "nats-server -t: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but nats-server cannot run ({e}): install it (Debian package nats-server)"
+            );
+            eprintln!("SKIPPED the nats-server -t check: {e}");
+        }
     }
 }

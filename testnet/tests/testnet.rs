@@ -1,6 +1,6 @@
 //! The whole testnet end to end: `up`, `run` (every scenario must pass), `down`, and nothing
-//! left behind. Needs root (CI runs as root) plus unbound, dig and ping, and the `edge` and
-//! `geodns` binaries next to `testnet` (`cargo test --workspace` builds them).
+//! left behind. Needs root (CI runs as root) plus unbound, dig, ping and nats-server, and the
+//! `edge` and `geodns` binaries next to `testnet` (`cargo test --workspace` builds them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -87,7 +87,7 @@ fn up_run_down_leaves_nothing_behind() {
     assert!(up.status.success(), "testnet up failed");
     assert_eq!(
         our_namespaces(&prefix).len(),
-        15,
+        18,
         "{:?}",
         our_namespaces(&prefix)
     );
@@ -102,13 +102,31 @@ fn up_run_down_leaves_nothing_behind() {
         .filter(|l| l.ends_with("running"))
         .filter_map(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
         .collect();
-    // emulator, origin, geodns, and an edge and an unbound per region.
-    assert_eq!(pids.len(), 3 + 2 * 3, "{text}");
+    // emulator, origin, geodns, and an edge, a nats-server and an unbound per region.
+    assert_eq!(pids.len(), 3 + 3 * 3, "{text}");
+    // The bus: every region's server is up, routed to the two others.
+    let bus: Vec<&str> = text.lines().filter(|l| l.contains("nats ")).collect();
+    assert_eq!(
+        bus.iter()
+            .filter(|l| l.contains("healthy, routes 2/2"))
+            .count(),
+        3,
+        "{text}"
+    );
 
     let run = testnet(&["run"], &prefix, &state, &certs);
     let table = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(run.status.success(), "a scenario failed:\n{table}");
-    for scenario in ["1 resolve", "2 fetch h3", "3 failover", "4 recovery"] {
+    for scenario in [
+        "1 resolve",
+        "2 fetch h3",
+        "3 failover",
+        "4 recovery",
+        "5 purge tag",
+        "6 purge lag",
+        "7 pop down",
+        "8 nats down",
+    ] {
         assert!(
             table.contains(scenario),
             "{scenario} missing from:\n{table}"

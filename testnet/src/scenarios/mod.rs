@@ -5,6 +5,14 @@
 //! 2. Fetch over HTTP/3 from the answered POP: a miss, then a hit about one client-POP RTT long.
 //! 3. Stop a POP: its clients move to the next nearest POP within health detection + TTL.
 //! 4. Start it again: its clients come back.
+//! 5. Purge by surrogate key at one POP's API: every POP acknowledges, then misses (hard) or
+//!    revalidates (soft); see `purge.rs`.
+//! 6. 50 purges: the apply lag per POP and the time until every acknowledgement is back.
+//! 7. A POP stopped while purges are sent catches up when it starts again; see `outage.rs`.
+//! 8. A region's NATS server stopped: purges still reach every POP.
+
+mod outage;
+mod purge;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -157,6 +165,31 @@ pub fn run(state: &mut State, fail_region: Option<&str>) -> anyhow::Result<Repor
         );
         recover(&mut ctx, fail)?;
     }
+    println!("scenario 5: purge by surrogate key at us-east's API, hard then soft");
+    purge::by_tag(&mut ctx)?;
+    println!("scenario 6: 50 purges, apply lag per POP");
+    purge::lag_series(&mut ctx)?;
+    if ctx.plan.regions.len() > 1 {
+        // The purges go to the API region's edge, so that one stays up.
+        let down = if fail == purge::API_REGION {
+            (fail + 1) % ctx.plan.regions.len()
+        } else {
+            fail
+        };
+        println!(
+            "scenario 7: POP {} stopped while purges are sent, then started",
+            ctx.plan.regions[down].name
+        );
+        outage::pop_down(&mut ctx, down)?;
+        // Two of three replicas keep the stream's quorum; with two regions one is not enough.
+        if ctx.plan.regions.len() >= 3 {
+            println!(
+                "scenario 8: NATS server {} stopped, then started",
+                ctx.plan.regions[fail].name
+            );
+            outage::nats_down(&mut ctx, fail)?;
+        }
+    }
     Ok(Report { rows: ctx.rows })
 }
 
@@ -199,7 +232,12 @@ fn probe_from(ns: &str, target: ProbeTarget, count: usize) -> anyhow::Result<Pro
 }
 
 fn target(ctx: &Ctx<'_>, pop: Ipv4Addr, path: &str) -> anyhow::Result<ProbeTarget> {
-    let url = format!("https://{}{path}", ctx.state.config.cdn_name);
+    target_at(ctx, &ctx.state.config.cdn_name, pop, path)
+}
+
+/// `https://HOST/path` sent to `pop`.
+fn target_at(ctx: &Ctx<'_>, host: &str, pop: Ipv4Addr, path: &str) -> anyhow::Result<ProbeTarget> {
+    let url = format!("https://{host}{path}");
     Ok(ProbeTarget {
         url: url.parse().with_context(|| format!("bad URL {url}"))?,
         connect: SocketAddr::from((pop, 443)),
@@ -311,7 +349,7 @@ fn failover(ctx: &mut Ctx<'_>, fail: usize) -> anyhow::Result<()> {
     let c = ctx.state.config.clone();
     let r = ctx.plan.regions[fail].clone();
     let next = ctx.plan.by_distance(fail)[1];
-    let role = format!("edge {}", r.name);
+    let role = lifecycle::edge_role(&r.name);
     let edge = ctx
         .state
         .process(&role)
@@ -338,7 +376,7 @@ fn failover(ctx: &mut Ctx<'_>, fail: usize) -> anyhow::Result<()> {
 fn recover(ctx: &mut Ctx<'_>, fail: usize) -> anyhow::Result<()> {
     let c = ctx.state.config.clone();
     let r = ctx.plan.regions[fail].clone();
-    let role = format!("edge {}", r.name);
+    let role = lifecycle::edge_role(&r.name);
     lifecycle::restart(ctx.state, &role, SocketAddr::from((r.pop.addr, 443)))?;
     let limit = c.health_interval * (c.health_rise + 1) + c.dns_ttl + Duration::from_secs(2);
     let checks = ("direct answer returns", "resolver answer returns");
