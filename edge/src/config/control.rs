@@ -16,7 +16,8 @@ pub struct ControlConfig {
     pub nats: Vec<String>,
     /// The JetStream stream of commands; created if missing.
     pub stream: String,
-    /// Commands are published on `<subject>.cmd`, acknowledgements on `<subject>.ack.<pop>`.
+    /// Commands are published on `<subject>.cmd` (the stream), purges also on
+    /// `<subject>.fast` (plain NATS, the fast path), acknowledgements on `<subject>.ack.<pop>`.
     pub subject: String,
     /// Stream replicas, when this edge is the one that creates the stream (a single
     /// nats-server takes 1 only; a fleet's three-node cluster wants 3).
@@ -62,6 +63,11 @@ impl ControlConfig {
     /// The subject commands are published on.
     pub fn command_subject(&self) -> String {
         format!("{}.cmd", self.subject)
+    }
+
+    /// The subject purges' fast path uses: plain NATS, outside the stream's subjects.
+    pub fn fast_subject(&self) -> String {
+        format!("{}.fast", self.subject)
     }
 
     /// The subject `pop` acknowledges on.

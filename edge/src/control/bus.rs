@@ -1,6 +1,7 @@
 //! The bus: one NATS connection per POP, kept for ever (reconnecting with backoff), that
-//! publishes commands to the JetStream stream, carries this POP's consumer (`consume.rs`)
-//! and collects the acknowledgements of every POP for `submit`.
+//! publishes commands to the JetStream stream (and purges to the fast path too), carries
+//! this POP's consumer (`consume.rs`) and fast-path subscriber (`fast.rs`), and collects the
+//! acknowledgements of every POP for `submit`.
 //!
 //! Acknowledgements are plain NATS messages on `<subject>.ack.<pop>`, not stream messages:
 //! they matter only to a `submit` waiting now, which subscribed before it published (one
@@ -15,7 +16,8 @@ use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Ack, BusStatus, Command, Control, ControlError, ControlMetrics, Local, Submitted};
+use super::applied::{self, Applied, Claim};
+use super::{Ack, BusStatus, Command, ControlError, ControlMetrics, Local, Path, Submitted};
 use crate::config::ControlConfig;
 
 /// The longest a publish waits for the stream to confirm it.
@@ -44,6 +46,16 @@ pub(super) struct Shared {
     pub(super) stop: watch::Sender<bool>,
     /// The `submit`s waiting for acknowledgements, by command id.
     waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Ack>>>,
+    /// The commands applied lately, by either path.
+    pub(super) applied: Applied,
+}
+
+/// What [`Shared::apply_once`] did.
+pub(super) enum Once {
+    /// Applied it now.
+    Now(Ack),
+    /// The other path had applied it: its acknowledgement then.
+    Before(Ack),
 }
 
 impl Bus {
@@ -92,9 +104,11 @@ impl Bus {
             status: watch::channel(BusStatus::default()).0,
             stop: watch::channel(false).0,
             waiters: Mutex::new(HashMap::new()),
+            applied: Applied::new(applied::KEPT),
         });
         let tasks = vec![
             tokio::spawn(collect_acks(shared.clone())),
+            tokio::spawn(super::fast::run(shared.clone())),
             tokio::spawn(super::consume::run(shared.clone())),
         ];
         Ok(Self {
@@ -106,12 +120,7 @@ impl Bus {
     /// Publishes `command` once and collects acknowledgements for it until every expected
     /// POP has sent one or `wait` runs out. If it cannot be published, this POP applies it
     /// alone and says so.
-    pub(super) async fn submit(
-        &self,
-        control: &Control,
-        command: Command,
-        wait: Option<Duration>,
-    ) -> Submitted {
+    pub(super) async fn submit(&self, command: Command, wait: Option<Duration>) -> Submitted {
         let id = command.id().to_owned();
         // The wait bounds the whole call, the publish included.
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
@@ -123,7 +132,10 @@ impl Bus {
             Ok(seq) => seq,
             Err(error) => {
                 tracing::warn!(id, %error, "control: command not published; applying it on this POP only");
-                let ack = control.apply(&command, 0).await;
+                // After a publish that timed out, the fast path may have applied it here.
+                let ack = match self.shared.apply_once(&command, 0, Path::Local).await {
+                    Once::Now(ack) | Once::Before(ack) => ack,
+                };
                 pending.retain(|p| *p != ack.pop);
                 return Submitted {
                     id,
@@ -142,7 +154,8 @@ impl Bus {
                     break;
                 };
                 pending.retain(|p| *p != ack.pop);
-                // A POP acknowledges once per delivery; a redelivery is not news.
+                // A POP acknowledges once per apply, but a redelivery or a command that
+                // reached it by both paths around a restart can bring a second: not news.
                 if !acks.iter().any(|a: &Ack| a.pop == ack.pop) {
                     acks.push(ack);
                 }
@@ -157,17 +170,30 @@ impl Bus {
         }
     }
 
-    /// Publishes `command` to the stream: its sequence there. The command id is the
-    /// message id, so JetStream drops a second publish of the same command.
+    /// Publishes `command` to the stream, and a purge to the fast path too: its sequence in
+    /// the stream. The command id is the message id, so JetStream drops a second publish of
+    /// the same command (and each POP's applied set, a second fast message).
     async fn publish(&self, command: &Command) -> Result<u64, String> {
         if self.shared.client.connection_state() != async_nats::connection::State::Connected {
             // Not queued for later: a command the caller was told failed must not be
             // applied by the fleet at some later time.
             return Err("the control bus is not connected".into());
         }
-        let payload = serde_json::to_vec(command).map_err(|e| e.to_string())?;
+        let payload: bytes::Bytes = serde_json::to_vec(command)
+            .map_err(|e| e.to_string())?
+            .into();
+        // Both publishes are queued on the one connection back to back, so they leave in
+        // the same write: the fast path is not after the stream's. Pre-warms stay on the
+        // stream only (see fast.rs).
+        if matches!(command, Command::Purge(_)) {
+            let fast = self.shared.config.fast_subject();
+            if let Err(error) = self.shared.client.publish(fast, payload.clone()).await {
+                // The stream still carries it, a little later.
+                tracing::debug!(%error, id = command.id(), "control: fast-path publish failed");
+            }
+        }
         let publish = PublishMessage::build()
-            .payload(payload.into())
+            .payload(payload)
             .message_id(command.id());
         let subject = self.shared.config.command_subject();
         let confirmation = self
@@ -246,6 +272,30 @@ impl Drop for Waiter {
 impl Shared {
     fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Ack>>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `command` here unless it already was (or is being) applied by the other path,
+    /// in which case it waits for that apply to finish: what the caller may then
+    /// acknowledge to JetStream is applied.
+    pub(super) async fn apply_once(&self, command: &Command, seq: u64, path: Path) -> Once {
+        loop {
+            match self.applied.claim(command.id()) {
+                Claim::First(applying) => {
+                    let (local, metrics) = (self.local.as_ref(), &self.metrics);
+                    let ack = super::apply(&self.pop, local, metrics, command, seq, path).await;
+                    applying.done(&ack);
+                    return Once::Now(ack);
+                }
+                Claim::Taken(mut rx) => {
+                    if let Ok(ack) = rx.wait_for(Option::is_some).await
+                        && let Some(ack) = ack.clone()
+                    {
+                        return Once::Before(ack);
+                    }
+                    // That apply was cut off: claim it again.
+                }
+            }
+        }
     }
 
     /// Publishes this POP's acknowledgement of a command (a plain NATS message: no one

@@ -135,7 +135,10 @@ pub struct Ack {
     /// The command's id.
     pub id: String,
     pub pop: String,
-    /// The command's sequence number on the stream (a single edge counts its own).
+    /// The command's sequence number on the stream (a single edge counts its own). 0: not
+    /// known where it was applied: a purge applied from the fast path, before the stream
+    /// delivered it (the `submit`'s answer has the sequence from the publish), or a command
+    /// that could not be published.
     pub seq: u64,
     /// When the POP had applied it (ms since the Unix epoch).
     pub applied_ms: u64,

@@ -1,5 +1,7 @@
 //! This POP's durable pull consumer: every command of the stream, applied in the stream's
-//! order through [`Local`], then acknowledged to JetStream and to the fleet.
+//! order through [`Local`], then acknowledged to JetStream and to the fleet. A purge the
+//! fast path (`fast.rs`) applied first is not applied again: it is acknowledged to
+//! JetStream once that apply has finished, so an acknowledged command is an applied one.
 //!
 //! Catch-up policy. A POP that was stopped or cut off may hold objects that purges it has
 //! not seen yet removed. So from the start until its consumer has caught up with the
@@ -21,7 +23,8 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Storag
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
-use super::bus::{Link, Shared};
+use super::bus::{Link, Once, Shared};
+use super::metrics::Path;
 use super::order::{Order, Step};
 use super::{Command, Mode, Purge, Selector};
 
@@ -290,7 +293,8 @@ impl<'a> Session<'a> {
     }
 
     /// Applies the command in `payload` (the stream's `seq`) and acknowledges it to the
-    /// fleet. One that does not parse is logged and passed over: it must not stop the POP.
+    /// fleet, unless the fast path applied it. One that does not parse is logged and passed
+    /// over: it must not stop the POP.
     async fn apply(&mut self, payload: &[u8], seq: u64, catching_up: bool) {
         let command: Command = match serde_json::from_slice(payload) {
             Ok(c) => c,
@@ -300,7 +304,19 @@ impl<'a> Session<'a> {
             }
         };
         let s = self.shared;
-        let ack = super::apply(&s.pop, s.local.as_ref(), &s.metrics, &command, seq).await;
+        // A purge the fast path applied is only acknowledged to JetStream (by the caller);
+        // the fleet had its acknowledgement from there.
+        let ack = match s.apply_once(&command, seq, Path::Stream).await {
+            Once::Now(ack) => ack,
+            Once::Before(_) => {
+                tracing::debug!(
+                    seq,
+                    id = command.id(),
+                    "control: applied from the fast path already"
+                );
+                return;
+            }
+        };
         if catching_up {
             self.replayed += 1;
         }

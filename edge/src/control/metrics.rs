@@ -10,8 +10,30 @@ use prometheus_client::registry::Registry;
 use super::Command;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
+struct AppliedLabels {
     kind: &'static str,
+    path: &'static str,
+}
+
+/// How a command reached the POP that applied it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// The durable consumer, in stream order (live or catching up).
+    Stream,
+    /// The fast path: a plain NATS message, applied on first sight (purges only).
+    Fast,
+    /// No bus: this edge alone, or a command that could not be published.
+    Local,
+}
+
+impl Path {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Fast => "fast",
+            Self::Local => "local",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -24,7 +46,7 @@ struct WhenLabel {
 #[derive(Clone, Debug)]
 pub(crate) struct ControlMetrics {
     received: Counter,
-    applied: Family<KindLabel, Counter>,
+    applied: Family<AppliedLabels, Counter>,
     lag: Histogram,
     purged_objects: Counter,
     replayed: Family<WhenLabel, Counter>,
@@ -60,7 +82,7 @@ impl ControlMetrics {
         );
         registry.register(
             "control_commands_applied",
-            "Control commands this POP applied, by kind",
+            "Control commands this POP applied, by kind and by path (stream, fast, local)",
             m.applied.clone(),
         );
         registry.register(
@@ -90,13 +112,18 @@ impl ControlMetrics {
         self.received.inc();
     }
 
-    /// One command applied at `applied_ms`, having purged `objects`.
-    pub(crate) fn applied(&self, command: &Command, applied_ms: u64, objects: u64) {
+    /// One command applied at `applied_ms`, reached by `path`, having purged `objects`. The
+    /// lag histogram takes every path: it is the time to apply, however it came.
+    pub(crate) fn applied(&self, command: &Command, path: Path, applied_ms: u64, objects: u64) {
         let kind = match command {
             Command::Purge(_) => "purge",
             Command::Prewarm(_) => "prewarm",
         };
-        self.applied.get_or_create(&KindLabel { kind }).inc();
+        let labels = AppliedLabels {
+            kind,
+            path: path.as_str(),
+        };
+        self.applied.get_or_create(&labels).inc();
         let lag_ms = applied_ms.saturating_sub(command.issued_ms());
         self.lag.observe(lag_ms as f64 / 1000.0);
         self.purged_objects.inc_by(objects);

@@ -3,20 +3,26 @@
 //!
 //! Without `[control]` configured, a command applies to this edge only: one machine needs no
 //! bus. With it, each command is published once to a NATS JetStream stream; every POP applies
-//! the stream in order through its durable consumer and publishes an [`Ack`]. The POP that
-//! publishes applies its own command through its consumer too: one order for everyone.
+//! the stream in order through its durable consumer and publishes an [`Ack`]. A purge also
+//! travels as a plain NATS message, published with it, that every POP applies on first
+//! sight (`fast.rs`): the stream's quorum write is not in its path. Whichever path brings a
+//! command first applies it; the other only acknowledges it (`applied.rs`).
 //!
 //! - `command.rs`: the commands and acknowledgements (the API's, the bus's and the store's
 //!   common language).
 //! - `bus.rs`: the connection, publishing, and the acknowledgements `submit` waits for.
 //! - `consume.rs`: this POP's durable consumer: apply in order, acknowledge, catch up.
+//! - `fast.rs`: the purges' fast path, and why applying them out of stream order is safe.
+//! - `applied.rs`: the commands applied lately, so that each is applied once.
 //! - `order.rs`: what a delivery means (new, redelivered, after a gap).
 //! - `edge.rs`: [`Local`] for the edge (its cache and service); `metrics.rs`: its metrics.
 
+mod applied;
 mod bus;
 pub mod command;
 mod consume;
 mod edge;
+mod fast;
 mod metrics;
 mod order;
 
@@ -29,6 +35,7 @@ use futures_util::future::BoxFuture;
 pub use self::command::{Ack, Command, Mode, Outcome, Prewarm, Prewarmed, Purge, Purged, Selector};
 pub(crate) use self::edge::EdgeLocal;
 pub(crate) use self::metrics::ControlMetrics;
+use self::metrics::Path;
 use crate::config::ControlConfig;
 
 /// What a POP does with a command: implemented by the edge (its cache and its service).
@@ -159,7 +166,7 @@ impl Control {
                     error: None,
                 }
             }
-            Via::Bus(bus) => bus.submit(self, command, wait).await,
+            Via::Bus(bus) => bus.submit(command, wait).await,
         }
     }
 
@@ -188,19 +195,21 @@ impl Control {
         }
     }
 
-    /// Applies one command here, as the stream's `seq`.
+    /// Applies one command here (not from the bus), numbered `seq`.
     async fn apply(&self, command: &Command, seq: u64) -> Ack {
-        apply(&self.pop, self.local.as_ref(), &self.metrics, command, seq).await
+        let local = self.local.as_ref();
+        apply(&self.pop, local, &self.metrics, command, seq, Path::Local).await
     }
 }
 
-/// Applies one command on the POP `pop`: what it acknowledges.
+/// Applies one command on the POP `pop`, reached by `path`: what it acknowledges.
 async fn apply(
     pop: &str,
     local: &dyn Local,
     metrics: &ControlMetrics,
     command: &Command,
     seq: u64,
+    path: Path,
 ) -> Ack {
     metrics.received();
     let outcome = match command {
@@ -214,7 +223,7 @@ async fn apply(
         _ => 0,
     };
     if outcome != Outcome::Skipped {
-        metrics.applied(command, applied_ms, objects);
+        metrics.applied(command, path, applied_ms, objects);
     }
     Ack {
         id: command.id().to_owned(),

@@ -1,7 +1,8 @@
 //! The control plane over a real NATS JetStream (`nats-server`, one node or a cluster of
-//! three): commands published once reach every POP in one order, each POP acknowledges,
-//! a POP that was away replays what it missed with its cache suspect meanwhile, and a
-//! cluster node down loses nothing. Fake POPs ([`Recorder`]) where the exact applies
+//! three): commands published once reach every POP, each POP acknowledges, purges take the
+//! fast path and are applied once however many paths bring them, a POP that was away
+//! replays what it missed with its cache suspect meanwhile, and a cluster node down loses
+//! nothing. Fake POPs ([`Recorder`]) where the exact applies
 //! matter, real edges where the edge's wiring does.
 
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use edge::config::{ControlConfig, EdgeConfig};
 use edge::control::{
-    Command, Control, Local, Mode, Outcome, Prewarm, Prewarmed, Purge, Purged, Selector, Submitted,
-    command,
+    Ack, Command, Control, Local, Mode, Outcome, Prewarm, Prewarmed, Purge, Purged, Selector,
+    Submitted, command,
 };
 use edge::server::{Edge, RunningEdge};
 use futures_util::future::BoxFuture;
@@ -24,6 +25,7 @@ use crate::support::origin::{Reply, TestOrigin};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
     Purge(String),
+    Prewarm(String),
     Suspect(bool),
 }
 
@@ -34,6 +36,8 @@ const STALE_ALL: &str = "(all, soft)";
 #[derive(Default)]
 struct Recorder {
     events: Mutex<Vec<Event>>,
+    /// If set, a pre-warm holds up its caller (the stream consumer) until this is true.
+    prewarm_gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Recorder {
@@ -47,7 +51,7 @@ impl Recorder {
             .into_iter()
             .filter_map(|e| match e {
                 Event::Purge(id) => Some(id),
-                Event::Suspect(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -78,8 +82,16 @@ impl Local for Recorder {
         })
     }
 
-    fn prewarm<'a>(&'a self, _prewarm: &'a Prewarm) -> BoxFuture<'a, Prewarmed> {
-        Box::pin(async { Prewarmed::default() })
+    fn prewarm<'a>(&'a self, prewarm: &'a Prewarm) -> BoxFuture<'a, Prewarmed> {
+        let id = prewarm.id.clone();
+        self.events.lock().unwrap().push(Event::Prewarm(id));
+        let gate = self.prewarm_gate.clone();
+        Box::pin(async move {
+            if let Some(mut gate) = gate {
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            Prewarmed::default()
+        })
     }
 
     fn set_cache_suspect(&self, suspect: bool) {
@@ -87,7 +99,7 @@ impl Local for Recorder {
         // Repeats carry nothing (a session ending re-asserts "not suspect").
         if events.iter().rev().find_map(|e| match e {
             Event::Suspect(s) => Some(*s),
-            Event::Purge(_) => None,
+            _ => None,
         }) != Some(suspect)
         {
             events.push(Event::Suspect(suspect));
@@ -117,7 +129,15 @@ fn purge_url(url: &str) -> Command {
 
 /// A fake POP on the bus, caught up.
 async fn fake_pop(name: &str, config: &ControlConfig) -> (Control, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
+    fake_pop_with(name, config, Recorder::default()).await
+}
+
+async fn fake_pop_with(
+    name: &str,
+    config: &ControlConfig,
+    recorder: Recorder,
+) -> (Control, Arc<Recorder>) {
+    let recorder = Arc::new(recorder);
     let control = Control::bus(name, config, recorder.clone()).await.unwrap();
     assert!(
         control.caught_up(Duration::from_secs(20)).await,
@@ -133,7 +153,7 @@ fn acked_by(s: &Submitted) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn every_pop_applies_every_command_in_one_order_and_acks_it() {
+async fn every_pop_applies_every_command_once_and_acks_it() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path());
     let pops = ["ap-southeast", "eu-central", "us-east"];
@@ -142,7 +162,8 @@ async fn every_pop_applies_every_command_in_one_order_and_acks_it() {
     for pop in pops {
         fleet.push(fake_pop(pop, &config).await);
     }
-    // Ten commands from each POP at once: the stream orders them, every POP follows it.
+    // Ten purges from each POP at once: each POP applies each once, by whichever path
+    // brought it first (in any order: purges commute).
     let fleet = Arc::new(fleet);
     let mut submits = Vec::new();
     for i in 0..30 {
@@ -159,21 +180,26 @@ async fn every_pop_applies_every_command_in_one_order_and_acks_it() {
         assert_eq!(s.error, None);
         assert!(s.pending.is_empty(), "{s:?}");
         assert_eq!(acked_by(&s), pops, "{s:?}");
+        assert!(s.seq > 0, "{s:?}");
         for ack in &s.acks {
-            assert_eq!(ack.seq, s.seq);
+            // 0: applied from the fast path, before the stream delivered it.
+            assert!(ack.seq == 0 || ack.seq == s.seq, "{ack:?} of {s:?}");
             assert!(matches!(ack.outcome, Outcome::Purged(p) if p.objects == 1));
         }
-        published.push((s.seq, s.id));
+        published.push(s.id);
     }
     published.sort();
-    let in_stream_order: Vec<String> = published.into_iter().map(|(_, id)| id).collect();
     for (control, recorder) in fleet.iter() {
-        assert_eq!(
-            recorder.purged(),
-            in_stream_order,
-            "{} applied the stream's order",
-            control.pop()
-        );
+        // Both paths delivered every purge; the stream's must not have applied it again.
+        let all_delivered = |status: &edge::control::BusStatus| status.last_applied >= 30;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_delivered(&control.status().unwrap()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(all_delivered(&control.status().unwrap()));
+        let mut purged = recorder.purged();
+        purged.sort();
+        assert_eq!(purged, published, "{} applied each once", control.pop());
     }
     // A POP expected but not running is named as pending when the wait ends.
     let config = bus(
@@ -217,6 +243,158 @@ async fn every_pop_applies_every_command_in_one_order_and_acks_it() {
     }
 }
 
+/// A purge reaches a POP by the fast path while its stream consumer is held up (by a slow
+/// pre-warm before it), is acknowledged from there at once, and is not applied again when
+/// the consumer gets to it.
+#[tokio::test]
+async fn a_purge_takes_the_fast_path_past_a_held_up_consumer_and_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let config = bus(&[nats.url().to_owned()], &["us-east", "eu-central"], 1);
+    let (us, _) = fake_pop("us-east", &config).await;
+    let (gate, held) = tokio::sync::watch::channel(false);
+    let slow = Recorder {
+        prewarm_gate: Some(held),
+        ..Recorder::default()
+    };
+    let (eu, recorder) = fake_pop_with("eu-central", &config, slow).await;
+    let warm = Command::Prewarm(Prewarm {
+        id: command::new_id(),
+        urls: vec!["https://cdn.test/a".into()],
+        pops: Vec::new(),
+        issued_ms: command::now_ms(),
+    });
+    let warming = Event::Prewarm(warm.id().to_owned());
+    us.submit(warm, None).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !recorder.events().contains(&warming) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        recorder.events().contains(&warming),
+        "eu-central's consumer is inside the pre-warm, and stays there"
+    );
+    let started = Instant::now();
+    let s = us
+        .submit(
+            purge_url("https://cdn.test/x"),
+            Some(Duration::from_secs(5)),
+        )
+        .await;
+    assert!(s.pending.is_empty() && s.error.is_none(), "{s:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{s:?}");
+    let eu_ack = s.acks.iter().find(|a| a.pop == "eu-central").unwrap();
+    assert_eq!(eu_ack.seq, 0, "applied from the fast path: {eu_ack:?}");
+    assert_eq!(recorder.purged(), std::slice::from_ref(&s.id));
+    assert!(
+        eu.status().unwrap().last_applied < s.seq,
+        "its consumer is still held up"
+    );
+    // Released, the consumer reads the purge from the stream and acknowledges it to
+    // JetStream without applying it again.
+    gate.send_replace(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while eu.status().unwrap().last_applied < s.seq && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(eu.status().unwrap().last_applied >= s.seq);
+    assert_eq!(recorder.purged(), [s.id]);
+    us.shutdown().await;
+    eu.shutdown().await;
+}
+
+/// The two paths driven by hand: a purge only on the fast path is applied on first sight
+/// and acknowledged with seq 0; the stream bringing it later does not apply it again (nor
+/// acknowledge it again). One only in the stream is applied by the consumer; its fast
+/// message coming late does not apply it again, but acknowledges it again as it was (a
+/// retried submit waits for acknowledgements too). A pre-warm on the fast path is ignored.
+#[tokio::test]
+async fn whichever_path_brings_a_purge_first_applies_it_the_other_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let config = bus(&[nats.url().to_owned()], &["us-east"], 1);
+    let (us, recorder) = fake_pop("us-east", &config).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut acks = client
+        .subscribe(format!("{}.ack.*", config.subject))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let payload = |c: &Command| bytes::Bytes::from(serde_json::to_vec(c).unwrap());
+    let to_stream = async |c: &Command| {
+        let published = js.publish(config.command_subject(), payload(c)).await;
+        published.unwrap().await.unwrap().sequence
+    };
+
+    let fast = purge_url("https://cdn.test/fast-first");
+    let fast_subject = config.fast_subject();
+    client
+        .publish(fast_subject.clone(), payload(&fast))
+        .await
+        .unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!((ack.id.as_str(), ack.seq), (fast.id(), 0), "{ack:?}");
+    let seq = to_stream(&fast).await;
+
+    let streamed = purge_url("https://cdn.test/stream-first");
+    let streamed_seq = to_stream(&streamed).await;
+    // The next acknowledgement is this one's: the consumer, in order, sent none for the
+    // fast-first purge before it.
+    let ack = next_ack(&mut acks).await;
+    assert_eq!(
+        (ack.id.as_str(), ack.seq),
+        (streamed.id(), streamed_seq),
+        "{ack:?}"
+    );
+    assert!(seq < streamed_seq);
+    client
+        .publish(fast_subject.clone(), payload(&streamed))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_ack(&mut acks).await,
+        ack,
+        "acknowledged again, as it was"
+    );
+
+    let warm = Command::Prewarm(Prewarm {
+        id: command::new_id(),
+        urls: vec!["https://cdn.test/a".into()],
+        pops: Vec::new(),
+        issued_ms: command::now_ms(),
+    });
+    client
+        .publish(fast_subject.clone(), payload(&warm))
+        .await
+        .unwrap();
+    let last = purge_url("https://cdn.test/last");
+    client.publish(fast_subject, payload(&last)).await.unwrap();
+    assert_eq!(next_ack(&mut acks).await.id, last.id());
+    let want = [fast.id(), streamed.id(), last.id()].map(str::to_owned);
+    assert_eq!(recorder.purged(), want);
+    assert!(
+        !recorder
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Prewarm(_))),
+        "a pre-warm is taken from the stream only"
+    );
+    us.shutdown().await;
+}
+
+/// The next acknowledgement on `acks` (within 5 s).
+async fn next_ack(acks: &mut async_nats::Subscriber) -> Ack {
+    let next = futures_util::StreamExt::next(acks);
+    let message = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("an acknowledgement within 5 s")
+        .unwrap();
+    serde_json::from_slice(&message.payload).unwrap()
+}
+
+/// Also the fast path's miss: a POP that was down when purges were sent (their fast
+/// messages went past it) applies them from the stream when it comes back.
 #[tokio::test]
 async fn a_stopped_pop_replays_what_it_missed_suspect_until_caught_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,11 +586,13 @@ async fn real_edges_apply_a_purge_submitted_at_one_and_replay_after_a_restart() 
         // Acknowledged means applied: the next request is a miss.
         assert!(fetch(edge, "/app.js").await.contains("miss"));
         let m = admin_text(edge, "/metrics").await;
-        assert_eq!(
-            metric(&m, r#"quicdn_control_commands_applied_total{kind="purge"}"#),
-            1.0,
-            "{m}"
-        );
+        // Once, by either path (on loopback the fast one nearly always wins).
+        let applied = |path: &str| {
+            let series =
+                format!(r#"quicdn_control_commands_applied_total{{kind="purge",path="{path}"}}"#);
+            metric(&m, &series)
+        };
+        assert_eq!(applied("fast") + applied("stream"), 1.0, "{m}");
         assert_eq!(metric(&m, "quicdn_control_purged_objects_total"), 1.0);
         assert_eq!(metric(&m, "quicdn_control_bus_connected"), 1.0);
         assert_eq!(metric(&m, "quicdn_control_apply_lag_seconds_count"), 1.0);
