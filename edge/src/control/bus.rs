@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
@@ -120,39 +121,41 @@ impl Bus {
     /// Publishes `command` once and collects acknowledgements for it until every expected
     /// POP has sent one or `wait` runs out. If it cannot be published, this POP applies it
     /// alone and says so.
+    ///
+    /// The stream's confirmation is awaited alongside the acknowledgements, not before them:
+    /// over the fast path every POP can have applied a purge before the stream's quorum
+    /// write is confirmed (the confirmation takes a round trip to the stream's leader plus
+    /// one from it to a follower, 380 ms from us-east with the testnet's stream led from
+    /// ap-southeast). Once every POP has acknowledged, the purge is applied everywhere and
+    /// the answer does not wait for the stream any longer: its `seq` is then 0 unless the
+    /// confirmation was in, and a failed confirmation is only logged.
     pub(super) async fn submit(&self, command: Command, wait: Option<Duration>) -> Submitted {
         let id = command.id().to_owned();
-        // The wait bounds the whole call, the publish included.
+        // The wait bounds the collection of acknowledgements.
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         let mut pending = self.shared.config.expected_pops(&self.shared.pop);
         // Registered before the publish: an acknowledgement can come back before the
         // publish's own confirmation does.
         let waiter = wait.map(|_| Waiter::register(&self.shared, &id));
-        let seq = match self.publish(&command).await {
-            Ok(seq) => seq,
-            Err(error) => {
-                tracing::warn!(id, %error, "control: command not published; applying it on this POP only");
-                // After a publish that timed out, the fast path may have applied it here.
-                let ack = match self.shared.apply_once(&command, 0, Path::Local).await {
-                    Once::Now(ack) | Once::Before(ack) => ack,
-                };
-                pending.retain(|p| *p != ack.pop);
-                return Submitted {
-                    id,
-                    seq: 0,
-                    acks: vec![ack],
-                    pending,
-                    error: Some(error),
-                };
-            }
+        let mut confirmation = match self.publish(&command).await {
+            Ok(c) => Box::pin(confirmed(c)),
+            Err(error) => return self.unpublished(&command, error, pending, Vec::new()).await,
         };
+        let mut seq = None;
         let mut acks = Vec::new();
         if let (Some(mut waiter), Some(deadline)) = (waiter, deadline) {
             while !pending.is_empty() {
-                let Ok(Some(ack)) = tokio::time::timeout_at(deadline, waiter.rx.recv()).await
-                else {
-                    break;
+                let ack = tokio::select! {
+                    c = &mut confirmation, if seq.is_none() => {
+                        match c {
+                            Ok(s) => seq = Some(s),
+                            Err(e) => return self.unpublished(&command, e, pending, acks).await,
+                        }
+                        continue;
+                    }
+                    ack = tokio::time::timeout_at(deadline, waiter.rx.recv()) => ack,
                 };
+                let Ok(Some(ack)) = ack else { break };
                 pending.retain(|p| *p != ack.pop);
                 // A POP acknowledges once per apply, but a redelivery or a command that
                 // reached it by both paths around a restart can bring a second: not news.
@@ -161,6 +164,21 @@ impl Bus {
                 }
             }
         }
+        let seq = match seq {
+            Some(seq) => seq,
+            None if wait.is_some() && pending.is_empty() => {
+                tokio::spawn(async move {
+                    if let Err(error) = confirmation.await {
+                        tracing::warn!(id = command.id(), %error, "control: every POP applied the command, but the stream did not confirm it");
+                    }
+                });
+                0
+            }
+            None => match confirmation.await {
+                Ok(seq) => seq,
+                Err(e) => return self.unpublished(&command, e, pending, acks).await,
+            },
+        };
         Submitted {
             id,
             seq,
@@ -170,10 +188,36 @@ impl Bus {
         }
     }
 
-    /// Publishes `command` to the stream, and a purge to the fast path too: its sequence in
-    /// the stream. The command id is the message id, so JetStream drops a second publish of
-    /// the same command (and each POP's applied set, a second fast message).
-    async fn publish(&self, command: &Command) -> Result<u64, String> {
+    /// The answer for a command that could not be published: applied on this POP (unless
+    /// the fast path did already, after a publish that timed out), with `acks` so far.
+    async fn unpublished(
+        &self,
+        command: &Command,
+        error: String,
+        mut pending: Vec<String>,
+        mut acks: Vec<Ack>,
+    ) -> Submitted {
+        let id = command.id().to_owned();
+        tracing::warn!(id, %error, "control: command not published; applying it on this POP only");
+        let ack = match self.shared.apply_once(command, 0, Path::Local).await {
+            Once::Now(ack) | Once::Before(ack) => ack,
+        };
+        pending.retain(|p| *p != ack.pop);
+        acks.retain(|a| a.pop != ack.pop);
+        acks.push(ack);
+        Submitted {
+            id,
+            seq: 0,
+            acks,
+            pending,
+            error: Some(error),
+        }
+    }
+
+    /// Publishes `command` to the stream, and a purge to the fast path too: the stream's
+    /// confirmation to come. The command id is the message id, so JetStream drops a second
+    /// publish of the same command (and each POP's applied set, a second fast message).
+    async fn publish(&self, command: &Command) -> Result<PublishAckFuture, String> {
         if self.shared.client.connection_state() != async_nats::connection::State::Connected {
             // Not queued for later: a command the caller was told failed must not be
             // applied by the fleet at some later time.
@@ -196,16 +240,11 @@ impl Bus {
             .payload(payload)
             .message_id(command.id());
         let subject = self.shared.config.command_subject();
-        let confirmation = self
-            .shared
+        self.shared
             .js
             .send_publish(subject, publish)
             .await
-            .map_err(|e| format!("publish failed: {e}"))?;
-        let ack = confirmation.await.map_err(|e| {
-            format!("the stream did not confirm the publish ({e}); it may still reach other POPs")
-        })?;
-        Ok(ack.sequence)
+            .map_err(|e| format!("publish failed: {e}"))
     }
 
     pub(super) async fn caught_up(&self, timeout: Duration) -> bool {
@@ -241,6 +280,17 @@ impl Bus {
         if let Ok(Err(error)) = drained {
             tracing::debug!(%error, "control: draining the bus connection");
         }
+    }
+}
+
+/// The stream's sequence for a published command, once the stream confirms it (within
+/// [`PUBLISH_TIMEOUT`]).
+async fn confirmed(confirmation: PublishAckFuture) -> Result<u64, String> {
+    match confirmation.await {
+        Ok(ack) => Ok(ack.sequence),
+        Err(e) => Err(format!(
+            "the stream did not confirm the publish ({e}); it may still reach other POPs"
+        )),
     }
 }
 

@@ -56,7 +56,9 @@ pub trait Local: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Submitted {
     pub id: String,
-    /// The stream sequence (a single edge numbers its own commands; 0: not published).
+    /// The stream sequence (a single edge numbers its own commands). 0: not published, or
+    /// every POP had acknowledged before the stream confirmed the publish (the answer does
+    /// not wait for the stream then: the command is applied everywhere).
     pub seq: u64,
     /// Acknowledgements received within the wait, this POP's included.
     pub acks: Vec<Ack>,
