@@ -186,7 +186,6 @@ impl Cache {
         let passes = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(limits.pass_memory)
-            .support_invalidation_closures()
             .build();
         let slicer = Arc::new(Slicer::new(
             store.clone(),

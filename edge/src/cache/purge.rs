@@ -64,15 +64,13 @@ impl Cache {
             scope.may_match(key, tags)
         });
         let slices = inner.slicer.evict(&scope);
+        // A hit-for-pass mark would keep the next request from storing the new version of a
+        // purged URL. Marks under a prefix or a tag are left to expire (`pass_memory`): moka
+        // would test every mark against each such purge, at up to thousands a second.
         match &scope {
             Scope::All => inner.passes.invalidate_all(),
-            scope => {
-                let scope = scope.clone();
-                // A hit-for-pass mark would keep the next request from storing the new version.
-                let _ = inner
-                    .passes
-                    .invalidate_entries_if(move |primary, _| scope.matches(primary, &[]));
-            }
+            Scope::Urls(urls) => urls.iter().for_each(|u| inner.passes.invalidate(u)),
+            Scope::Prefixes(_) | Scope::Tag(_) => {}
         }
         let now = inner.clock.now();
         let mut purged = inner.store.purge(scope, mode, (issued_ms, now)).await;

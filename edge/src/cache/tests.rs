@@ -460,3 +460,22 @@ async fn tags_come_from_the_response_and_a_suspect_cache_revalidates_every_hit()
         .await;
     assert_eq!(purged.objects, 2);
 }
+
+#[tokio::test]
+async fn a_url_purge_forgets_its_hit_for_pass_mark() {
+    let f = fixture(1 << 20).await;
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = n.clone();
+    let upstream = FakeUpstream::new(move |_| {
+        match counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 | 1 => response(200, &[("cache-control", "no-store")], "private"),
+            _ => response(200, &[("cache-control", "max-age=60")], "public"),
+        }
+    });
+    get(&f, &upstream, "/p", &[]).await;
+    let (_, cs, _) = get(&f, &upstream, "/p", &[]).await;
+    assert!(cs.contains("hit-for-pass"), "{cs}");
+    f.cache.purge(url("/p"), control::Mode::Hard, 0).await;
+    let (_, cs, body) = get(&f, &upstream, "/p", &[]).await;
+    assert!(cs.contains("stored") && body == "public", "{cs}");
+}

@@ -789,25 +789,29 @@ async fn with_a_cluster_node_down_commands_still_reach_every_pop() {
     let mut published = vec![s.id];
     for i in 0..5 {
         let command = purge_url(&format!("https://cdn.test/after/{i}"));
-        // While the stream elects a new leader a publish can time out; the same command
-        // again is the same message id, which JetStream keeps once.
+        // While the stream elects a new leader a publish can fail; the same command again
+        // is the same message id, which JetStream keeps once. Once it is stored, a second
+        // publish delivers nothing new (no new acks): the applies below are the proof.
         let deadline = Instant::now() + Duration::from_secs(40);
         let s = loop {
             let s = fleet[2]
                 .0
                 .submit(command.clone(), Some(Duration::from_secs(10)))
                 .await;
-            if (s.error.is_none() && s.pending.is_empty()) || Instant::now() > deadline {
+            if s.error.is_none() || Instant::now() > deadline {
                 break s;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        assert!(s.error.is_none() && s.pending.is_empty(), "{s:?}");
+        assert!(s.error.is_none(), "{s:?}");
         published.push(s.id);
     }
     for (control, recorder) in &fleet {
+        // A POP whose consumer's leader was on the killed node resumes once its pull's
+        // heartbeats are missed and the consumer has a new leader: seconds, on a loaded
+        // machine more.
         let purged = recorder
-            .await_purged(published.len(), Duration::from_secs(10))
+            .await_purged(published.len(), Duration::from_secs(40))
             .await;
         for id in &published {
             assert!(
