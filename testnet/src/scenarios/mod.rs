@@ -7,7 +7,7 @@
 //! 4. Start it again: its clients come back.
 //! 5. Purge by surrogate key at one POP's API: every POP acknowledges, then misses (hard) or
 //!    revalidates (soft); see `purge.rs`.
-//! 6. 50 purges: the apply lag per POP and the time until every acknowledgement is back.
+//! 6. 100 purges: the apply lag per POP and the time until every acknowledgement is back.
 //! 7. A POP stopped while purges are sent catches up when it starts again; see `outage.rs`.
 //! 8. A region's NATS server stopped: purges still reach every POP.
 
@@ -167,7 +167,7 @@ pub fn run(state: &mut State, fail_region: Option<&str>) -> anyhow::Result<Repor
     }
     println!("scenario 5: purge by surrogate key at us-east's API, hard then soft");
     purge::by_tag(&mut ctx)?;
-    println!("scenario 6: 50 purges, apply lag per POP");
+    println!("scenario 6: 100 purges, apply lag per POP");
     purge::lag_series(&mut ctx)?;
     if ctx.plan.regions.len() > 1 {
         // The purges go to the API region's edge, so that one stays up.

@@ -4,7 +4,7 @@
 //! 5. An object tagged `t1` is cached at every POP (a hit); a hard purge by tag with `wait`
 //!    is acknowledged by every POP, and the next request at each is a miss; a soft purge is
 //!    acknowledged too, and the next request revalidates.
-//! 6. 50 purges one after another: per POP, p50/p99 of the time from the API call to that
+//! 6. 100 purges one after another: per POP, p50/p99 of the time from the API call to that
 //!    POP's apply (one machine, one clock), and of the time until every acknowledgement was
 //!    back at the API.
 //!
@@ -33,7 +33,10 @@ pub(super) const WAIT: &str = "2s";
 /// The goals of issue 16, on the default latency table.
 const APPLY_P99_MS: f64 = 150.0;
 const ALL_ACKS_P99_MS: f64 = 300.0;
-const SERIES: usize = 50;
+/// Purges in scenario 6. Of 50 samples the nearest-rank p99 is the slowest, so one scheduling
+/// hiccup of the emulated links on two cores failed the goal (a CI run: every call back in
+/// 224 ms at p50, one in 314); of 100 it is the 99th, a percentile, not a maximum.
+const SERIES: usize = 100;
 
 /// The API's answer to `POST /purge` (fields the scenarios read; others are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -267,7 +270,7 @@ pub(super) fn lag_series(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
             ctx.row(
                 "6 purge lag",
                 API_REGION,
-                "50 purges",
+                "purge series",
                 false,
                 format!("{e:#}"),
             );
@@ -331,7 +334,7 @@ mod tests {
     fn nearest_rank_percentiles() {
         let v: Vec<f64> = (1..=50).rev().map(f64::from).collect();
         assert_eq!(percentile(&v, 0.50), Some(25.0));
-        // Of 50 samples, p99 is the largest: the goal holds for every purge.
+        // Of 50 samples, p99 is the largest (why scenario 6 takes 100).
         assert_eq!(percentile(&v, 0.99), Some(50.0));
         assert_eq!(percentile(&v, 1.0), Some(50.0));
         assert_eq!(percentile(&[7.0], 0.5), Some(7.0));
