@@ -8,3 +8,21 @@ pub mod edge;
 pub mod h3client;
 pub mod nats;
 pub mod origin;
+
+/// The lines a child process writes to `stderr`, read on a thread of their own (so the child
+/// never blocks on a full pipe) and handed over as they come.
+pub fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}

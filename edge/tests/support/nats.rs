@@ -4,7 +4,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -63,14 +62,7 @@ impl NatsServer {
             .spawn()
             .unwrap_or_else(|e| panic!("nats-server ({}) does not start: {e}", binary()));
         let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let log = super::lines_of(stderr);
         let mut server = Self {
             child: Some(child),
             url: String::new(),
