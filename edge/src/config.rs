@@ -478,6 +478,11 @@ pub struct SiteConfig {
     /// When an origin counts as failed, and how it is ejected and probed.
     #[serde(default)]
     pub origin_health: crate::upstream::group::OriginHealth,
+    /// How `origins` of one priority share the requests: `"rotate"` (default, a weighted
+    /// rotation) or `"hash"` (each object to one origin by rendezvous hashing of its cache
+    /// key: for a tier of parent caches).
+    #[serde(default)]
+    pub balance: crate::upstream::group::Balance,
     /// Send the request's host to the origin (as `Host`) instead of the origin URL's
     /// authority: the host the edge routed and keyed the request by (lowercase, no port, no
     /// trailing dot), never a second one the client may have sent.
@@ -528,6 +533,7 @@ impl SiteConfig {
             origin: origin.to_owned(),
             origins: Vec::new(),
             origin_health: Default::default(),
+            balance: Default::default(),
             forward_host: false,
             scheme: SchemePolicy::default(),
             redirect_https: false,

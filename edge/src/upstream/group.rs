@@ -4,6 +4,13 @@
 //! `retry_on`) moves to the next; an origin that fails `eject_after` times in a row is
 //! ejected for `eject_for` (passive health), and active probes of `probe_path` bring it back
 //! as soon as it answers again.
+//!
+//! Within a priority, requests are spread by a weighted rotation (`balance = "rotate"`), or
+//! each object goes to one origin by weighted rendezvous hashing of its cache key
+//! (`balance = "hash"`): every edge that lists the same origins picks the same one for an
+//! object, and when one leaves only its share of the objects moves (the next by hash order
+//! takes each). That is what a tier of parent caches needs: one copy of an object, on one
+//! parent, for the whole fleet.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -47,6 +54,17 @@ pub struct GroupOrigin {
 
 fn one() -> u32 {
     1
+}
+
+/// How a group spreads requests among the healthy origins of one priority.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// A weighted rotation: each request starts at the next origin of the wheel.
+    #[default]
+    Rotate,
+    /// Weighted rendezvous hashing of the request's cache key: one origin per object.
+    Hash,
 }
 
 /// Health rules of a site's origins.
@@ -157,6 +175,7 @@ impl Member {
 struct Inner {
     members: Vec<Member>,
     health: OriginHealth,
+    balance: Balance,
     retry_on: Vec<StatusCode>,
     epoch: Instant,
     /// Rotates the start among the origins of one priority (weighted).
@@ -180,7 +199,7 @@ impl Drop for GroupUpstream {
 
 impl GroupUpstream {
     /// Starts the probes too, if the health rules name a probe path (needs a runtime).
-    pub fn new(members: Vec<Member>, health: OriginHealth) -> Self {
+    pub fn new(members: Vec<Member>, health: OriginHealth, balance: Balance) -> Self {
         let retry_on = health
             .retry_on
             .iter()
@@ -189,6 +208,7 @@ impl GroupUpstream {
         let inner = Arc::new(Inner {
             members,
             health,
+            balance,
             retry_on,
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
@@ -229,8 +249,9 @@ impl Inner {
     }
 
     /// The order to try the origins in: healthy ones by priority, each priority starting at a
-    /// weighted rotation; then the ejected ones (better a try than a certain error).
-    fn order(&self) -> Vec<usize> {
+    /// weighted rotation, or (`Balance::Hash`, with a key) in the key's rendezvous order; then
+    /// the ejected ones (better a try than a certain error).
+    fn order(&self, key: Option<&str>) -> Vec<usize> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let mut up: Vec<usize> = (0..self.members.len())
             .filter(|&i| self.is_up(&self.members[i]))
@@ -241,6 +262,27 @@ impl Inner {
         up.sort_by_key(|&i| self.members[i].priority);
         down.sort_by_key(|&i| self.members[i].priority);
         let mut order = Vec::with_capacity(self.members.len());
+        if let (Balance::Hash, Some(key)) = (self.balance, key) {
+            // Highest score first within each priority: the first is the object's origin,
+            // the rest the order it moves in when that one is down.
+            let scores: Vec<f64> = self
+                .members
+                .iter()
+                .map(|m| rendezvous(key, &m.upstream.origin.to_string(), m.weight))
+                .collect();
+            let by_score = |v: &mut Vec<usize>| {
+                v.sort_by(|&a, &b| {
+                    let (ma, mb) = (&self.members[a], &self.members[b]);
+                    ma.priority
+                        .cmp(&mb.priority)
+                        .then(scores[b].total_cmp(&scores[a]))
+                });
+            };
+            by_score(&mut up);
+            by_score(&mut down);
+            up.extend(down);
+            return up;
+        }
         for tier in up.chunk_by(|&a, &b| self.members[a].priority == self.members[b].priority) {
             // Weighted: each origin appears `weight` times in the wheel; the turn picks the
             // first, the rest follow in their configured order.
@@ -257,6 +299,23 @@ impl Inner {
     }
 }
 
+/// An origin's weighted rendezvous score for `key` (Schindelhauer and Schomaker's
+/// `-weight / ln(h)`, h uniform in (0, 1)). The hash is SHA-256 of the key and the origin's
+/// URL: the same on every edge and every build, as a fleet choosing one parent needs (std's
+/// hasher promises neither).
+fn rendezvous(key: &str, origin: &str, weight: u32) -> f64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(origin.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(key.as_bytes());
+    let digest = ctx.finish();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    // (n + 1) / (2^64 + 1): strictly inside (0, 1), so ln is finite and negative.
+    let h = (u64::from_be_bytes(first) as f64 + 1.0) / (u64::MAX as f64 + 2.0);
+    -f64::from(weight) / h.ln()
+}
+
 /// A copy of a request without a body (only requests without one are retried).
 fn replay(req: &Request<Body>) -> Request<Body> {
     let mut copy = Request::new(body::empty());
@@ -271,8 +330,12 @@ fn replay(req: &Request<Body>) -> Request<Body> {
 impl Upstream for GroupUpstream {
     fn fetch(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, OriginError>> {
         let inner = self.inner.clone();
+        let key = req
+            .extensions()
+            .get::<super::UpstreamKey>()
+            .map(|k| k.0.clone());
         Box::pin(async move {
-            let order = inner.order();
+            let order = inner.order(key.as_deref());
             // A body can be sent once: such a request gets one origin.
             let retryable = http_body::Body::is_end_stream(req.body());
             let mut req = Some(req);
@@ -351,6 +414,48 @@ async fn probe(group: Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The origin `rendezvous` picks for `key` among `origins` (url, weight).
+    fn pick(key: &str, origins: &[(&str, u32)]) -> usize {
+        let scores: Vec<f64> = origins
+            .iter()
+            .map(|(u, w)| rendezvous(key, u, *w))
+            .collect();
+        (0..origins.len())
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+            .unwrap()
+    }
+
+    #[test]
+    fn rendezvous_spreads_by_weight_and_moves_only_the_share_of_one_that_leaves() {
+        let three = [
+            ("https://a:443", 1),
+            ("https://b:443", 1),
+            ("https://c:443", 2),
+        ];
+        let keys: Vec<String> = (0..4000).map(|i| format!("cdn.test/obj/{i}")).collect();
+        let mut counts = [0usize; 3];
+        for k in &keys {
+            counts[pick(k, &three)] += 1;
+        }
+        // Expected 1000 / 1000 / 2000; a few percent either way.
+        assert!((900..1100).contains(&counts[0]), "{counts:?}");
+        assert!((900..1100).contains(&counts[1]), "{counts:?}");
+        assert!((1850..2150).contains(&counts[2]), "{counts:?}");
+        // Without b, a and c keep every object they had; only b's move.
+        let two = [three[0], three[2]];
+        for k in &keys {
+            let before = pick(k, &three);
+            let after = pick(k, &two);
+            match before {
+                0 => assert_eq!(after, 0, "{k}"),
+                2 => assert_eq!(after, 1, "{k}"),
+                _ => {}
+            }
+        }
+        // The same on every call (every edge agrees).
+        assert_eq!(pick("cdn.test/x", &three), pick("cdn.test/x", &three));
+    }
 
     #[test]
     fn health_rules_are_checked() {

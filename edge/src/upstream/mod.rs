@@ -70,6 +70,7 @@ pub fn for_site(
     Ok(Arc::new(group::GroupUpstream::new(
         members,
         config.origin_health.clone(),
+        config.balance,
     )))
 }
 

@@ -251,3 +251,76 @@ async fn an_unanswered_connect_fails_over_on_the_origins_own_connect_timeout() {
     );
     edge.stop().await;
 }
+
+/// `balance = "hash"`: each object always goes to one origin of the group (chosen by its
+/// cache key), the objects spread over all of them, and when one is down only its objects
+/// move; back up, they return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_balance_sends_each_object_to_one_origin_and_moves_only_a_dead_ones() {
+    let names = ["a", "b", "c"];
+    let mut origins = Vec::new();
+    for name in names {
+        let origin = TestOrigin::start().await;
+        origin.route("/health", Reply::ok("ok"));
+        for i in 0..30 {
+            // Not stored: every request goes to the group, which shows where it went.
+            origin.route(
+                &format!("/o/{i}"),
+                Reply::ok(name).header("cache-control", "no-store"),
+            );
+        }
+        origins.push(origin);
+    }
+    let edge = TestEdge::start_with(&origins[0].url(), |c| {
+        group(
+            c,
+            origins.iter().map(|o| member(&o.url(), 0, 1)).collect(),
+            OriginHealth {
+                probe_path: Some("/health".into()),
+                probe_interval: Duration::from_millis(100),
+                ..OriginHealth::default()
+            },
+        );
+        c.sites[0].balance = edge::upstream::group::Balance::Hash;
+    })
+    .await;
+    let client = edge.client(Proto::H2);
+    let owner = async |i: usize| {
+        client
+            .get(&edge.url(Proto::H2, &format!("/o/{i}")))
+            .await
+            .text()
+    };
+    let mut first = Vec::new();
+    for i in 0..30 {
+        let who = owner(i).await;
+        assert_eq!(owner(i).await, who, "/o/{i} stays on one origin");
+        first.push(who);
+    }
+    for name in names {
+        assert!(
+            first.iter().any(|w| w == name),
+            "every origin has objects: {first:?}"
+        );
+    }
+    origins[1].shutdown().await;
+    for (i, before) in first.iter().enumerate() {
+        let now = owner(i).await;
+        match before.as_str() {
+            "b" => assert_ne!(now, "b", "/o/{i} moved off the dead origin"),
+            _ => assert_eq!(&now, before, "/o/{i} did not move"),
+        }
+    }
+    origins[1].restart().await;
+    // Its probe brings it back, and its objects with it; the others never moved.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let back = first.iter().position(|w| w == "b").unwrap();
+    while owner(back).await != "b" {
+        assert!(Instant::now() < deadline, "/o/{back} did not return to b");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (i, before) in first.iter().enumerate() {
+        assert_eq!(&owner(i).await, before, "/o/{i}");
+    }
+    edge.stop().await;
+}
