@@ -81,6 +81,25 @@ pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
         .any(|entry| entry.split_whitespace().nth(1) == Some(pseudonym))
 }
 
+/// The `CDN-Loop` field (RFC 8586), which CDNs must not strip: each CDN a request passes adds
+/// its own member, so a configuration that loops through another CDN is caught too (`Via` is
+/// often rewritten or dropped on the way).
+pub(crate) static CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
+
+/// True when a `CDN-Loop` member names us (its id before any `;` parameters; ids compare
+/// case-insensitively, as host names do).
+pub(crate) fn cdn_loop_contains(headers: &HeaderMap, id: &str) -> bool {
+    headers
+        .get_all(&CDN_LOOP)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|member| {
+            let name = member.split(';').next().unwrap_or_default().trim();
+            name.eq_ignore_ascii_case(id)
+        })
+}
+
 /// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` (removed when `proto` is
 /// `None`: the site shares entries across schemes, so the origin must not be told one) and
 /// `X-Forwarded-Host`.

@@ -174,19 +174,25 @@ impl Filter for LoopDetect {
     }
 
     fn on_site(&self, req: &RequestInfo<'_>, _site: &Site) -> Verdict {
-        match headers::via_contains(&req.parts.headers, &self.name) {
-            true => Verdict::Respond(cache::error_response(
-                StatusCode::LOOP_DETECTED,
-                "request loop: this edge already appears in Via",
-            )),
-            false => Verdict::Continue,
-        }
+        let looped = if headers::via_contains(&req.parts.headers, &self.name) {
+            "Via"
+        } else if headers::cdn_loop_contains(&req.parts.headers, &self.name) {
+            "CDN-Loop"
+        } else {
+            return Verdict::Continue;
+        };
+        Verdict::Respond(cache::error_response(
+            StatusCode::LOOP_DETECTED,
+            &format!("request loop: this edge already appears in {looped}"),
+        ))
     }
 }
 
 /// `Via` on both sides and `X-Forwarded-For/-Host/-Proto` to the origin.
 pub(crate) struct Forwarded {
     name: String,
+    /// This node's `CDN-Loop` member (none if the name cannot be a header value).
+    cdn_loop: Option<HeaderValue>,
     /// This node's `Via` entry per response version, built once rather than per response.
     via: Vec<(Version, HeaderValue)>,
 }
@@ -205,6 +211,7 @@ impl Forwarded {
         .collect();
         Self {
             name: name.to_owned(),
+            cdn_loop: HeaderValue::from_str(name).ok(),
             via,
         }
     }
@@ -226,6 +233,12 @@ impl Filter for Forwarded {
         upstream: &mut http::request::Parts,
     ) {
         headers::append_via(&mut upstream.headers, req.parts.version, &self.name);
+        if let Some(member) = &self.cdn_loop {
+            // A line of its own: members already there (other CDNs', a parent's) stay.
+            upstream
+                .headers
+                .append(headers::CDN_LOOP.clone(), member.clone());
+        }
         let proto = match site.scheme {
             SchemePolicy::Key => Some(if req.ctx.secure { "https" } else { "http" }),
             SchemePolicy::Shared => None,

@@ -102,6 +102,19 @@ async fn malformed_requests_get_400_and_the_edge_keeps_serving() {
     )
     .await;
     assert!(looped.starts_with("HTTP/1.1 508"), "{looped}");
+    // RFC 8586: our id among other CDNs' members, with parameters, in any case.
+    for cdn_loop in [
+        "edge-test",
+        "other-cdn, Edge-Test; v=2",
+        "a\r\nCDN-Loop: edge-test",
+    ] {
+        let request = format!(
+            "GET /ok HTTP/1.1\r\nHost: localhost\r\nCDN-Loop: {cdn_loop}\r\nConnection: close\r\n\r\n"
+        );
+        let looped = raw(&edge, request.as_bytes()).await;
+        assert!(looped.starts_with("HTTP/1.1 508"), "{cdn_loop:?}: {looped}");
+        assert!(looped.contains("CDN-Loop"), "{looped}");
+    }
     edge.stop().await;
 }
 
@@ -321,5 +334,32 @@ async fn alt_svc_advertises_http3_on_tcp_only() {
     let r = edge.client(Proto::H3).get(&edge.url(Proto::H3, "/a")).await;
     assert_eq!(r.version, http::Version::HTTP_3);
     assert_eq!(r.header("alt-svc"), None);
+    edge.stop().await;
+}
+
+/// RFC 8586: the origin sees our `CDN-Loop` member after those of the CDNs before us, over
+/// every protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_loop_carries_every_cdn_on_the_way_to_the_origin() {
+    let origin = TestOrigin::start().await;
+    origin.route("/l", Reply::ok("l").header("cache-control", "no-store"));
+    let edge = TestEdge::start(&origin.url()).await;
+    for proto in Proto::ALL {
+        let r = edge
+            .client(proto)
+            .get_with(&edge.url(proto, "/l"), &[("cdn-loop", "other-cdn; v=1")])
+            .await;
+        assert_eq!(r.status, 200, "{proto:?}");
+        let seen = origin.requests("/l").pop().unwrap();
+        let members: Vec<&str> = seen
+            .headers
+            .get_all("cdn-loop")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        assert_eq!(members, ["other-cdn; v=1", "edge-test"], "{proto:?}");
+    }
     edge.stop().await;
 }
