@@ -483,6 +483,19 @@ pub struct SiteConfig {
     /// key: for a tier of parent caches).
     #[serde(default)]
     pub balance: crate::upstream::group::Balance,
+    /// Parent caches (other edges) that misses go to before the origin: a shield (one, or
+    /// several by `priority`), or a tier that shares objects by `parent_balance`. Each entry
+    /// as in `origins`; parents always get the client's `Host`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<crate::upstream::group::GroupOrigin>,
+    /// How parents of one priority share objects: `"hash"` (default: each object on one
+    /// parent, by rendezvous hashing of its key) or `"rotate"`.
+    #[serde(default = "hash_balance")]
+    pub parent_balance: crate::upstream::group::Balance,
+    /// When every parent of an object fails: `"origin"` (default: ask the origin directly)
+    /// or `"error"` (answer with the failure).
+    #[serde(default)]
+    pub fallback: crate::upstream::parent::Fallback,
     /// Send the request's host to the origin (as `Host`) instead of the origin URL's
     /// authority: the host the edge routed and keyed the request by (lowercase, no port, no
     /// trailing dot), never a second one the client may have sent.
@@ -517,6 +530,10 @@ pub struct SiteConfig {
     pub keep_surrogate_keys: bool,
 }
 
+fn hash_balance() -> crate::upstream::group::Balance {
+    crate::upstream::group::Balance::Hash
+}
+
 impl SiteConfig {
     /// The origin URL of `origin`, or of the group's first origin.
     pub fn primary_origin(&self) -> &str {
@@ -534,6 +551,9 @@ impl SiteConfig {
             origins: Vec::new(),
             origin_health: Default::default(),
             balance: Default::default(),
+            parents: Vec::new(),
+            parent_balance: crate::upstream::group::Balance::Hash,
+            fallback: Default::default(),
             forward_host: false,
             scheme: SchemePolicy::default(),
             redirect_https: false,
@@ -637,6 +657,11 @@ impl EdgeConfig {
                             return bad(format!("site[{i}].origins[{j}].{e}"));
                         }
                     }
+                }
+            }
+            for (j, o) in site.parents.iter().enumerate() {
+                if let Err(e) = o.check() {
+                    return bad(format!("site[{i}].parents[{j}].{e}"));
                 }
             }
             if let Err(e) = site.origin_health.check() {

@@ -317,7 +317,7 @@ fn rendezvous(key: &str, origin: &str, weight: u32) -> f64 {
 }
 
 /// A copy of a request without a body (only requests without one are retried).
-fn replay(req: &Request<Body>) -> Request<Body> {
+pub(super) fn replay(req: &Request<Body>) -> Request<Body> {
     let mut copy = Request::new(body::empty());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();

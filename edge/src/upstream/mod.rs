@@ -6,6 +6,7 @@
 //! of them; a parent tier is another upstream.
 
 pub mod group;
+pub mod parent;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,29 +50,48 @@ pub fn for_site(
         client,
         metrics: metrics.clone(),
     };
-    if config.origins.is_empty() {
-        return Ok(Arc::new(origin(url.clone(), None, client.clone())));
+    let members = |list: &[group::GroupOrigin], forward_host: bool| {
+        list.iter()
+            .map(|o| {
+                let url = OriginUrl::parse(&o.url)?;
+                let client = match o.connect_timeout {
+                    Some(timeout) => client.with_connect_timeout(timeout),
+                    None => client.clone(),
+                };
+                let mut upstream = origin(url, o.host.as_deref(), client);
+                upstream.forward_host |= forward_host;
+                Ok(group::Member::new(upstream, o))
+            })
+            .collect::<Result<Vec<_>, crate::origin::OriginUrlError>>()
+    };
+    let site_origin: Arc<dyn Upstream> = match config.origins.is_empty() {
+        true => Arc::new(origin(url.clone(), None, client.clone())),
+        false => Arc::new(group::GroupUpstream::new(
+            members(&config.origins, false)?,
+            config.origin_health.clone(),
+            config.balance,
+        )),
+    };
+    if config.parents.is_empty() {
+        return Ok(site_origin);
     }
-    let members = config
-        .origins
-        .iter()
-        .map(|o| {
-            let url = OriginUrl::parse(&o.url)?;
-            let client = match o.connect_timeout {
-                Some(timeout) => client.with_connect_timeout(timeout),
-                None => client.clone(),
-            };
-            Ok(group::Member::new(
-                origin(url, o.host.as_deref(), client),
-                o,
-            ))
-        })
-        .collect::<Result<Vec<_>, crate::origin::OriginUrlError>>()?;
-    Ok(Arc::new(group::GroupUpstream::new(
-        members,
+    // A parent is an edge serving the same site: it gets the client's Host.
+    let parents = group::GroupUpstream::new(
+        members(&config.parents, true)?,
         config.origin_health.clone(),
-        config.balance,
-    )))
+        config.parent_balance,
+    );
+    Ok(Arc::new(parent::TieredUpstream {
+        parents: Arc::new(parents),
+        origin: site_origin,
+        fallback: config.fallback,
+        retry_on: config
+            .origin_health
+            .retry_on
+            .iter()
+            .filter_map(|c| http::StatusCode::from_u16(*c).ok())
+            .collect(),
+    }))
 }
 
 impl OriginUpstream {

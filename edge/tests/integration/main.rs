@@ -38,3 +38,4 @@ mod ranges;
 mod reload;
 mod robustness;
 mod rules;
+mod tiers;

@@ -1,0 +1,188 @@
+//! Parent tiers: edges whose misses go to another edge (the parent) before the origin. One
+//! origin fetch for many children and clients, `Age` and `Cache-Status` carried through,
+//! loops refused, and the fallback when the parent is down.
+
+use std::time::Duration;
+
+use edge::upstream::group::GroupOrigin;
+use edge::upstream::parent::Fallback;
+use futures_util::future::join_all;
+
+use crate::support::edge::{Proto, TestEdge};
+use crate::support::origin::{Reply, TestOrigin};
+
+/// Every `Cache-Status` entry, in order, as one list.
+fn cache_status(r: &crate::support::client::Resp) -> String {
+    let lines: Vec<&str> = r
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    lines.join(", ")
+}
+
+fn parent_of(edge: &TestEdge) -> GroupOrigin {
+    parent_at(edge.running.http_addr().unwrap().port())
+}
+
+fn parent_at(port: u16) -> GroupOrigin {
+    GroupOrigin {
+        url: format!("http://127.0.0.1:{port}"),
+        priority: 0,
+        weight: 1,
+        host: None,
+        first_byte_timeout: None,
+        connect_timeout: None,
+    }
+}
+
+async fn named(
+    name: &str,
+    origin: &TestOrigin,
+    parents: Vec<GroupOrigin>,
+    fallback: Fallback,
+) -> TestEdge {
+    let name = name.to_owned();
+    TestEdge::start_with(&origin.url(), move |c| {
+        c.name = name;
+        c.sites[0].parents = parents;
+        c.sites[0].fallback = fallback;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_children_times_fifty_clients_make_one_origin_fetch() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/new",
+        Reply::ok("fresh object")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(300)),
+    );
+    let parent = named("parent", &origin, Vec::new(), Fallback::Origin).await;
+    let mut children = Vec::new();
+    for name in ["child-a", "child-b", "child-c"] {
+        children.push(named(name, &origin, vec![parent_of(&parent)], Fallback::Origin).await);
+    }
+    let requests = children.iter().flat_map(|child| {
+        let client = child.client(Proto::H2);
+        let url = child.url(Proto::H2, "/new");
+        (0..50).map(move |_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(&url).await }
+        })
+    });
+    let answers = join_all(requests).await;
+    for r in &answers {
+        assert_eq!(
+            (r.status.as_u16(), r.text().as_str()),
+            (200, "fresh object")
+        );
+    }
+    assert_eq!(
+        origin.hits("/new"),
+        1,
+        "one origin fetch for 3 children x 50 clients"
+    );
+    // One entry per hop, the one nearest the origin first (RFC 9211).
+    let status = cache_status(&answers[0]);
+    let parent_at = status.find("parent;").expect(&status);
+    let child_at = status.find("child-").expect(&status);
+    assert!(parent_at < child_at, "{status}");
+    for child in children {
+        child.stop().await;
+    }
+    parent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_carries_through_the_tier_and_a_loop_is_refused() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/aged",
+        Reply::ok("x")
+            .header("cache-control", "max-age=100")
+            .header("age", "30"),
+    );
+    let parent = named("parent", &origin, Vec::new(), Fallback::Origin).await;
+    parent
+        .client(Proto::H1)
+        .get(&parent.url(Proto::H1, "/aged"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let child = named("child", &origin, vec![parent_of(&parent)], Fallback::Origin).await;
+    let r = child
+        .client(Proto::H3)
+        .get(&child.url(Proto::H3, "/aged"))
+        .await;
+    let age: u64 = r.header("age").unwrap().parse().unwrap();
+    assert!(age >= 31, "the child counts the parent's time: age {age}");
+    let status = cache_status(&r);
+    let child_entry = status.rsplit(", ").next().unwrap();
+    assert!(child_entry.starts_with("child; "), "{status}");
+    assert!(
+        child_entry.contains("ttl=6") || child_entry.contains("ttl=5"),
+        "the lifetime left, not extended: {status}"
+    );
+    assert_eq!(origin.hits("/aged"), 1);
+    child.stop().await;
+    parent.stop().await;
+
+    // Two edges that name each other as parent: the request comes back to the first, which
+    // finds itself in CDN-Loop.
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (pa, pb) = (free(), free());
+    let looping = |name: &'static str, own: u16, other: u16| {
+        let parent = parent_at(other);
+        move |c: &mut edge::config::EdgeConfig| {
+            c.name = name.into();
+            c.listen.http = Some(([127, 0, 0, 1], own).into());
+            c.sites[0].parents = vec![parent];
+            c.sites[0].fallback = Fallback::Error;
+        }
+    };
+    let a = TestEdge::start_with(&origin.url(), looping("loop-a", pa, pb)).await;
+    let b = TestEdge::start_with(&origin.url(), looping("loop-b", pb, pa)).await;
+    let r = b.client(Proto::H1).get(&b.url(Proto::H1, "/loop")).await;
+    assert_eq!(r.status, 508, "{}", r.text());
+    assert!(r.text().contains("request loop"), "{}", r.text());
+    assert_eq!(origin.hits("/loop"), 0);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_down_falls_back_to_the_origin_or_to_an_error_as_configured() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/f",
+        Reply::ok("from origin").header("cache-control", "no-store"),
+    );
+    let parent = named("parent", &origin, Vec::new(), Fallback::Origin).await;
+    let entry = parent_of(&parent);
+    parent.stop().await;
+    let to_origin = named("child-o", &origin, vec![entry.clone()], Fallback::Origin).await;
+    let r = to_origin
+        .client(Proto::H2)
+        .get(&to_origin.url(Proto::H2, "/f"))
+        .await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "from origin"));
+    let to_error = named("child-e", &origin, vec![entry], Fallback::Error).await;
+    let r = to_error
+        .client(Proto::H2)
+        .get(&to_error.url(Proto::H2, "/f"))
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        origin.hits("/f"),
+        1,
+        "only the fallback to the origin reached it"
+    );
+    to_origin.stop().await;
+    to_error.stop().await;
+}
