@@ -186,3 +186,101 @@ async fn a_parent_down_falls_back_to_the_origin_or_to_an_error_as_configured() {
     to_origin.stop().await;
     to_error.stop().await;
 }
+
+/// A seek at a child pulls one slice through the parent, not the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_at_a_child_pulls_one_slice_through_the_parent() {
+    let origin = TestOrigin::start().await;
+    let len = 8 * (1 << 20);
+    origin.route(
+        "/big",
+        Reply::generated(len)
+            .header("cache-control", "max-age=600")
+            .header("accept-ranges", "bytes")
+            .header("etag", "\"big\""),
+    );
+    let parent = named("parent", &origin, Vec::new(), Fallback::Origin).await;
+    let child = named("child", &origin, vec![parent_of(&parent)], Fallback::Origin).await;
+    let start = 5 * (1 << 20) + 100;
+    let range = format!("bytes={start}-{}", start + 9);
+    let r = child
+        .client(Proto::H2)
+        .get_with(&child.url(Proto::H2, "/big"), &[("range", range.as_str())])
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.len(), 10);
+    crate::support::origin::pattern_check(start, &r.body).expect("the right bytes");
+    let sent = origin.bytes_sent("/big");
+    assert!(
+        sent <= 2 << 20,
+        "the origin sent {sent} bytes of an 8 MiB object for one seek"
+    );
+    // The parent holds that slice: the same seek at another child costs the origin nothing.
+    let other = named(
+        "child-2",
+        &origin,
+        vec![parent_of(&parent)],
+        Fallback::Origin,
+    )
+    .await;
+    let r = other
+        .client(Proto::H1)
+        .get_with(&other.url(Proto::H1, "/big"), &[("range", range.as_str())])
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(origin.bytes_sent("/big"), sent);
+    for edge in [child, other, parent] {
+        edge.stop().await;
+    }
+}
+
+/// A parent that comes back (its probe answers) gets the misses again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_parent_is_used_again() {
+    let origin = TestOrigin::start().await;
+    for n in 0..60 {
+        origin.route(
+            &format!("/r/{n}"),
+            Reply::ok("r").header("cache-control", "max-age=600"),
+        );
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = TestEdge::start_with(&origin.url(), move |c| {
+        c.name = "child".into();
+        c.sites[0].parents = vec![parent_at(port)];
+        c.sites[0].origin_health.probe_path = Some("/.quicdn/health".into());
+        c.sites[0].origin_health.probe_interval = Duration::from_millis(100);
+    })
+    .await;
+    let get = async |n: usize| {
+        let r = child
+            .client(Proto::H1)
+            .get(&child.url(Proto::H1, &format!("/r/{n}")))
+            .await;
+        assert_eq!(r.status, 200);
+        cache_status(&r)
+    };
+    // No parent yet: the origin answers.
+    assert!(!get(0).await.contains("parent;"));
+    let parent = TestEdge::start_with(&origin.url(), move |c| {
+        c.name = "parent".into();
+        c.listen.http = Some(([127, 0, 0, 1], port).into());
+    })
+    .await;
+    // Each try a new URL (a miss at the child), until one goes through the parent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut n = 1;
+    while !get(n).await.contains("parent;") {
+        assert!(
+            std::time::Instant::now() < deadline && n < 59,
+            "the parent is not used again"
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.stop().await;
+    parent.stop().await;
+}
