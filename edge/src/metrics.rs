@@ -45,6 +45,11 @@ pub struct Metrics {
     pub prewarm_fetched: Counter,
     pub prewarm_failed: Counter,
     pub(crate) control: ControlMetrics,
+    /// Requests a child sent to its parents, those the parent answered from its cache, and
+    /// those that fell back to the origin because every parent failed.
+    pub parent_requests: Counter,
+    pub parent_hits: Counter,
+    pub parent_fallbacks: Counter,
 }
 
 impl Metrics {
@@ -99,6 +104,23 @@ impl Metrics {
             "Cache fills abandoned (origin body failed, length mismatch, store error)",
             fills_failed.clone(),
         );
+        let [parent_requests, parent_hits, parent_fallbacks] =
+            [(), (), ()].map(|()| Counter::default());
+        registry.register(
+            "parent_requests",
+            "Upstream requests sent to parent caches (other edges)",
+            parent_requests.clone(),
+        );
+        registry.register(
+            "parent_hits",
+            "Parent answers the parent served from its cache (its Cache-Status says hit)",
+            parent_hits.clone(),
+        );
+        registry.register(
+            "parent_fallbacks",
+            "Requests that went to the origin because every parent of the object failed",
+            parent_fallbacks.clone(),
+        );
         let prewarm_fetched = Counter::default();
         registry.register(
             "prewarm_fetched",
@@ -128,6 +150,9 @@ impl Metrics {
             origin_fetches,
             fills_failed,
             prewarm_fetched,
+            parent_requests,
+            parent_hits,
+            parent_fallbacks,
             prewarm_failed,
             control,
         }

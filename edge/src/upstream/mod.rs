@@ -91,6 +91,7 @@ pub fn for_site(
             .iter()
             .filter_map(|c| http::StatusCode::from_u16(*c).ok())
             .collect(),
+        metrics: metrics.clone(),
     }))
 }
 

@@ -35,6 +35,20 @@ pub struct TieredUpstream {
     pub fallback: Fallback,
     /// Parent answers that count as the parent failing (the site's `origin_health.retry_on`).
     pub retry_on: Vec<StatusCode>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Whether a parent's answer came from its cache: its own `Cache-Status` entry, the last one
+/// (RFC 9211: each cache appends its entry), says `hit`.
+fn parent_hit(response: &Response<Body>) -> bool {
+    let last = response
+        .headers()
+        .get_all("cache-status")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next());
+    last.is_some_and(|entry| entry.split(';').skip(1).any(|p| p.trim() == "hit"))
 }
 
 impl Upstream for TieredUpstream {
@@ -46,9 +60,16 @@ impl Upstream for TieredUpstream {
         let parents = self.parents.fetch(req);
         let origin = self.origin.clone();
         let retry_on = self.retry_on.clone();
+        let metrics = self.metrics.clone();
+        metrics.parent_requests.inc();
         Box::pin(async move {
             let failure = match parents.await {
-                Ok(r) if !retry_on.contains(&r.status()) => return Ok(r),
+                Ok(r) if !retry_on.contains(&r.status()) => {
+                    if parent_hit(&r) {
+                        metrics.parent_hits.inc();
+                    }
+                    return Ok(r);
+                }
                 Ok(r) => Ok(r),
                 Err(e) if e.is_retryable() => Err(e),
                 Err(e) => return Err(e),
@@ -62,6 +83,7 @@ impl Upstream for TieredUpstream {
                 }
                 Err(e) => tracing::warn!(error = %e, "every parent failed; asking the origin"),
             }
+            metrics.parent_fallbacks.inc();
             origin.fetch(req).await
         })
     }

@@ -8,7 +8,7 @@ use edge::upstream::group::GroupOrigin;
 use edge::upstream::parent::Fallback;
 use futures_util::future::join_all;
 
-use crate::support::edge::{Proto, TestEdge};
+use crate::support::edge::{Proto, TestEdge, metric};
 use crate::support::origin::{Reply, TestOrigin};
 
 /// Every `Cache-Status` entry, in order, as one list.
@@ -127,6 +127,13 @@ async fn age_carries_through_the_tier_and_a_loop_is_refused() {
         "the lifetime left, not extended: {status}"
     );
     assert_eq!(origin.hits("/aged"), 1);
+    let m = child.metrics().await;
+    assert_eq!(metric(&m, "quicdn_parent_requests_total"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "quicdn_parent_hits_total"),
+        1.0,
+        "the parent had it"
+    );
     child.stop().await;
     parent.stop().await;
 
@@ -182,6 +189,12 @@ async fn a_parent_down_falls_back_to_the_origin_or_to_an_error_as_configured() {
         origin.hits("/f"),
         1,
         "only the fallback to the origin reached it"
+    );
+    let m = to_origin.metrics().await;
+    assert_eq!(metric(&m, "quicdn_parent_fallbacks_total"), 1.0, "{m}");
+    assert_eq!(
+        metric(&to_error.metrics().await, "quicdn_parent_fallbacks_total"),
+        0.0
     );
     to_origin.stop().await;
     to_error.stop().await;
