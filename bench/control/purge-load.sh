@@ -24,43 +24,12 @@ for tool in wrk python3 curl; do
 done
 [[ -x $EDGE_BIN ]] || { echo "no edge binary at $EDGE_BIN (cargo build --release -p edge)" >&2; exit 1; }
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-  local i
-  for i in $(seq 300); do
-    curl -fsS -o /dev/null "$@" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  return 1
-}
+source "$REPO/bench/http/lib.sh"
 
 mkdir -p "$WORK/www/p"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 for i in $(seq 0 $((OBJECTS - 1))); do echo "object $i" >"$WORK/www/p/$i"; done
-ORIGIN_PORT=$(free_port)
-cat >"$WORK/origin.py" <<'PY'
-import http.server, sys
-class H(http.server.SimpleHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def end_headers(self):
-        self.send_header("Cache-Control", "max-age=3600")
-        super().end_headers()
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])),
-    lambda *a: H(*a, directory=sys.argv[2])).serve_forever()
-PY
-python3 "$WORK/origin.py" "$ORIGIN_PORT" "$WORK/www" &
-PIDS+=($!)
-wait_up "http://127.0.0.1:$ORIGIN_PORT/1k.bin" || { echo "origin did not start" >&2; exit 1; }
+start_origin "$WORK/www"
 
 HP=$(free_port) AP=$(free_port)
 cat >"$WORK/edge.toml" <<TOML

@@ -43,46 +43,13 @@ if [[ " $PROTOCOLS " == *" h3 "* && ! -x $H3LOAD_BIN ]]; then
   exit 1
 fi
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$HERE/lib.sh"
 
 mkdir -p "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 "$CERTS_BIN" --dir "$WORK/certs" --leaf 'bench=localhost,127.0.0.1' >"$WORK/certs.log"
 CERT=$WORK/certs/bench.pem KEY=$WORK/certs/bench-key.pem CA=$WORK/certs/ca.pem
-
-ORIGIN_PORT=$(free_port)
-cat >"$WORK/origin.py" <<'EOF'
-import http.server, sys
-class H(http.server.SimpleHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def end_headers(self):
-        self.send_header("Cache-Control", "max-age=3600")
-        super().end_headers()
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])),
-    lambda *a: H(*a, directory=sys.argv[2])).serve_forever()
-EOF
-python3 "$WORK/origin.py" "$ORIGIN_PORT" "$WORK/www" &
-PIDS+=($!)
-
-wait_up() {
-  local i
-  for i in $(seq 300); do
-    curl -fsS -o /dev/null "$@" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  return 1
-}
-wait_up "http://127.0.0.1:$ORIGIN_PORT/1k.bin" || { echo "origin did not start" >&2; exit 1; }
+start_origin "$WORK/www"
 
 # load PROTO HTTP_PORT TLS_PORT COUNT: prints the number of completed 2xx requests.
 load() {
