@@ -81,6 +81,21 @@ pub(crate) fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
         .any(|entry| entry.split_whitespace().nth(1) == Some(pseudonym))
 }
 
+/// What the last `Cache-Status` entry (the nearest cache's: each appends its own, RFC 9211)
+/// says the cache did: `hit`, or its `fwd` reason (`uri-miss`, `stale`, `bypass`, …).
+pub(crate) fn last_cache_outcome(headers: &HeaderMap) -> Option<&str> {
+    let line = headers.get_all("cache-status").iter().next_back()?;
+    let entry = line.to_str().ok()?.rsplit(',').next()?;
+    entry
+        .split(';')
+        .skip(1)
+        .map(str::trim)
+        .find_map(|param| match param {
+            "hit" => Some("hit"),
+            p => p.strip_prefix("fwd="),
+        })
+}
+
 /// The `CDN-Loop` field (RFC 8586), which CDNs must not strip: each CDN a request passes adds
 /// its own member, so a configuration that loops through another CDN is caught too (`Via` is
 /// often rewritten or dropped on the way).
@@ -240,6 +255,27 @@ impl CacheStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_is_the_last_cache_status_entry() {
+        let mut h = HeaderMap::new();
+        h.append("cache-status", "parent; hit".parse().unwrap());
+        h.append(
+            "cache-status",
+            "pop; fwd=uri-miss; fwd-status=200; stored".parse().unwrap(),
+        );
+        assert_eq!(last_cache_outcome(&h), Some("uri-miss"));
+        let mut h = HeaderMap::new();
+        h.append("cache-status", "pop; hit; ttl=30".parse().unwrap());
+        assert_eq!(last_cache_outcome(&h), Some("hit"));
+        // Entries joined on one line: the last member counts.
+        let mut h = HeaderMap::new();
+        h.append(
+            "cache-status",
+            "parent; fwd=uri-miss, child; hit".parse().unwrap(),
+        );
+        assert_eq!(last_cache_outcome(&h), Some("hit"));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_fields_go() {

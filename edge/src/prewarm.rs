@@ -8,7 +8,6 @@
 //! it. At most `[prewarm] concurrency` URLs are fetched at once, so the origin is not
 //! flooded.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,11 +18,7 @@ use http_body_util::BodyExt as _;
 use crate::body;
 use crate::config::PrewarmConfig;
 use crate::control::{Prewarm, Prewarmed, command::Warmed};
-use crate::service::{Protocol, RequestCtx, Service};
-
-/// The peer address pre-warm requests carry: this machine (filters and logs see the edge
-/// asking itself).
-const PREWARM_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+use crate::service::{RequestCtx, Service};
 
 /// Fetches pre-warm URLs through the edge's own service.
 pub(crate) struct Prewarmer {
@@ -71,17 +66,12 @@ impl Prewarmer {
                 return warmed;
             }
         };
-        let ctx = RequestCtx {
-            protocol: Protocol::H1,
-            peer: PREWARM_PEER,
-            secure: url.starts_with("https:"),
-            start: Instant::now(),
-            budget: self.service.connection_budget(),
-        };
+        let ctx = RequestCtx::internal(&self.service, url.starts_with("https:"));
         let fetch = async {
             let response = self.service.handle(ctx, request).await;
             warmed.status = Some(response.status().as_u16());
-            warmed.outcome = outcome(response.headers());
+            warmed.outcome =
+                crate::headers::last_cache_outcome(response.headers()).map(str::to_owned);
             let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
                 let frame = frame
@@ -119,25 +109,6 @@ fn synthetic_get(url: &str) -> Result<Request<body::Body>, String> {
         .map_err(|e| format!("cannot build the request: {e}"))
 }
 
-/// The cache's outcome from this edge's `Cache-Status` entry (the last one): `hit`, or the
-/// `fwd` reason (`uri-miss`, `stale`, `bypass`, …).
-fn outcome(headers: &http::HeaderMap) -> Option<String> {
-    let entry = headers
-        .get_all("cache-status")
-        .iter()
-        .next_back()?
-        .to_str()
-        .ok()?;
-    entry
-        .split(';')
-        .skip(1)
-        .map(str::trim)
-        .find_map(|param| match param {
-            "hit" => Some("hit".to_owned()),
-            p => p.strip_prefix("fwd=").map(str::to_owned),
-        })
-}
-
 /// Why an answer means the URL is not in the cache now, if it does.
 fn refusal(w: &Warmed) -> Option<String> {
     match (w.status, w.outcome.as_deref()) {
@@ -153,20 +124,6 @@ fn refusal(w: &Warmed) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_outcome_is_this_edges_cache_status_entry() {
-        let mut h = http::HeaderMap::new();
-        h.append("cache-status", "parent; hit".parse().unwrap());
-        h.append(
-            "cache-status",
-            "pop; fwd=uri-miss; fwd-status=200; stored".parse().unwrap(),
-        );
-        assert_eq!(outcome(&h).as_deref(), Some("uri-miss"));
-        let mut h = http::HeaderMap::new();
-        h.append("cache-status", "pop; hit; ttl=30".parse().unwrap());
-        assert_eq!(outcome(&h).as_deref(), Some("hit"));
-    }
 
     #[test]
     fn a_synthetic_get_carries_the_urls_host_and_path() {

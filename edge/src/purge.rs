@@ -3,14 +3,13 @@
 //! terms ([`Scope`]), then applied to the cache.
 
 use std::borrow::Cow;
-use std::time::Instant;
 
 use crate::cache::key;
 use crate::cache::store::Scope;
 use crate::config::SchemePolicy;
 use crate::control::{Purge, Purged, Selector};
 use crate::filter::{KeyParts, RequestInfo};
-use crate::service::{Protocol, RequestCtx, Service, State};
+use crate::service::{RequestCtx, Service, State};
 
 /// Why a selector names nothing the edge could hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,13 +162,7 @@ fn keyed_path(state: &State, service: &Service, host: &str, path: &str) -> Strin
         return path.to_owned();
     };
     let (parts, ()) = request.into_parts();
-    let ctx = RequestCtx {
-        protocol: Protocol::H1,
-        peer: ([127, 0, 0, 1], 0).into(),
-        secure: false,
-        start: Instant::now(),
-        budget: service.connection_budget(),
-    };
+    let ctx = RequestCtx::internal(service, false);
     let info = RequestInfo {
         ctx: &ctx,
         parts: &parts,

@@ -68,6 +68,20 @@ pub struct RequestCtx {
     pub budget: ReadBudget,
 }
 
+impl RequestCtx {
+    /// The context of a request the edge makes of itself (a pre-warm, a purge's key): from
+    /// loopback, over HTTP/1.1, with a connection's share of the body memory.
+    pub(crate) fn internal(service: &Service, secure: bool) -> Self {
+        Self {
+            protocol: Protocol::H1,
+            peer: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+            secure,
+            start: Instant::now(),
+            budget: service.connection_budget(),
+        }
+    }
+}
+
 /// Settings of the service taken from config.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {

@@ -38,19 +38,6 @@ pub struct TieredUpstream {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Whether a parent's answer came from its cache: its own `Cache-Status` entry, the last one
-/// (RFC 9211: each cache appends its entry), says `hit`.
-fn parent_hit(response: &Response<Body>) -> bool {
-    let last = response
-        .headers()
-        .get_all("cache-status")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next());
-    last.is_some_and(|entry| entry.split(';').skip(1).any(|p| p.trim() == "hit"))
-}
-
 impl Upstream for TieredUpstream {
     fn fetch(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, OriginError>> {
         // A body can be sent once: such a request has no fallback.
@@ -65,7 +52,8 @@ impl Upstream for TieredUpstream {
         Box::pin(async move {
             let failure = match parents.await {
                 Ok(r) if !retry_on.contains(&r.status()) => {
-                    if parent_hit(&r) {
+                    // The last entry is the parent's own.
+                    if crate::headers::last_cache_outcome(r.headers()) == Some("hit") {
                         metrics.parent_hits.inc();
                     }
                     return Ok(r);

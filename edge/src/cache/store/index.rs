@@ -101,6 +101,13 @@ impl Index {
         }
     }
 
+    /// An object's key followed by its slices' keys (a sliced object's whole footprint).
+    pub(super) fn with_slices(&self, object: &str) -> Vec<String> {
+        let mut keys = vec![object.to_owned()];
+        keys.extend(self.slices.get(object).into_iter().flatten().cloned());
+        keys
+    }
+
     /// Drops a slot's references; returns chunks that are now unreferenced.
     pub(super) fn release_slot(&mut self, slot: &Slot) -> Vec<Integrity> {
         std::iter::once(&slot.meta_ref)

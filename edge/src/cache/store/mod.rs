@@ -183,12 +183,8 @@ impl Store {
     /// Every key stored under a primary key, slices included.
     pub fn keys_of(&self, primary: &str) -> Vec<String> {
         let index = self.lock();
-        let mut keys = Vec::new();
-        for variant in index.variants.get(primary).into_iter().flatten() {
-            keys.push(variant.clone());
-            keys.extend(index.slices.get(variant).into_iter().flatten().cloned());
-        }
-        keys
+        let variants = index.variants.get(primary).into_iter().flatten();
+        variants.flat_map(|v| index.with_slices(v)).collect()
     }
 
     /// Whether `meta` is still the entry stored under its key.

@@ -175,12 +175,7 @@ impl Store {
                     }
                     continue;
                 }
-                let slices: Vec<String> = index
-                    .slices
-                    .get(&object)
-                    .map(|s| s.iter().cloned().collect())
-                    .unwrap_or_default();
-                for key in slices.into_iter().chain(std::iter::once(object)) {
+                for key in index.with_slices(&object) {
                     if let Some(slot) = index.remove(&key) {
                         if key::is_slice(&key) {
                             purged.slices += 1;
