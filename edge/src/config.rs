@@ -42,6 +42,8 @@ pub struct EdgeConfig {
     pub prewarm: PrewarmConfig,
     /// The control plane's bus (NATS JetStream); without servers, purges stay on this edge.
     pub control: ControlConfig,
+    /// The other edge nodes of this POP, sharing one cache by consistent hashing.
+    pub cluster: crate::upstream::cluster::ClusterConfig,
     /// Sites: which Host names are served, and from which origin.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
@@ -62,6 +64,7 @@ impl Default for EdgeConfig {
             purge: PurgeConfig::default(),
             prewarm: PrewarmConfig::default(),
             control: ControlConfig::default(),
+            cluster: Default::default(),
             sites: Vec::new(),
         }
     }
@@ -407,7 +410,14 @@ impl Default for ReloadConfig {
 }
 
 /// Config keys (and sections) that a reload applies; see [`ReloadConfig`].
-const RELOADABLE: [&str; 5] = ["site", "origin", "log.access_log", "reload", "admin"];
+const RELOADABLE: [&str; 6] = [
+    "site",
+    "origin",
+    "log.access_log",
+    "reload",
+    "admin",
+    "cluster",
+];
 
 /// The keys that differ between the running config and `new` and that only a restart applies
 /// (listeners, TLS, QUIC, `cache.dir`, `cache.slice_size`, ...), as `section.key`.
@@ -456,6 +466,7 @@ impl EdgeConfig {
         next.log.access_log = new.log.access_log;
         next.reload = new.reload.clone();
         next.admin = new.admin.clone();
+        next.cluster = new.cluster.clone();
         next
     }
 }
@@ -633,6 +644,9 @@ impl EdgeConfig {
             return bad("origin.max_concurrent must be at least 1".into());
         }
         if let Err(e) = self.control.check(&self.name) {
+            return bad(e);
+        }
+        if let Err(e) = self.cluster.check(&self.name) {
             return bad(e);
         }
         for (i, site) in self.sites.iter().enumerate() {

@@ -50,6 +50,16 @@ pub struct Metrics {
     pub parent_requests: Counter,
     pub parent_hits: Counter,
     pub parent_fallbacks: Counter,
+    /// Requests sent to a site's own origin (not to parents or peers): with `client_requests`
+    /// the origin offload ratio.
+    pub origin_requests: Counter,
+    client_requests: Counter,
+    /// Members ejected from their group, by tier (origin, parent, peer).
+    ejections: Family<TierLabel, Counter>,
+    /// Requests a cluster node sent on to the peer that owns the object, and those it served
+    /// itself because that peer failed.
+    pub peer_requests: Counter,
+    pub peer_fallbacks: Counter,
 }
 
 impl Metrics {
@@ -121,6 +131,37 @@ impl Metrics {
             "Requests that went to the origin because every parent of the object failed",
             parent_fallbacks.clone(),
         );
+        let [
+            origin_requests,
+            client_requests,
+            peer_requests,
+            peer_fallbacks,
+        ] = [(), (), (), ()].map(|()| Counter::default());
+        registry.register(
+            "origin_requests",
+            "Requests sent to sites' own origins (not to parents or cluster peers)",
+            origin_requests.clone(),
+        );
+        registry.register(
+            "peer_requests",
+            "Requests sent on to the cluster peer that owns the object",
+            peer_requests.clone(),
+        );
+        registry.register(
+            "peer_fallbacks",
+            "Requests this node served itself because the peer owning the object failed",
+            peer_fallbacks.clone(),
+        );
+        let ejections = Family::<TierLabel, Counter>::default();
+        registry.register(
+            "upstream_ejections",
+            "Origins, parents or cluster peers ejected from their group after failing",
+            ejections.clone(),
+        );
+        registry.register_collector(Box::new(OffloadCollector {
+            clients: client_requests.clone(),
+            origin: origin_requests.clone(),
+        }));
         let prewarm_fetched = Counter::default();
         registry.register(
             "prewarm_fetched",
@@ -155,7 +196,17 @@ impl Metrics {
             parent_fallbacks,
             prewarm_failed,
             control,
+            origin_requests,
+            client_requests,
+            ejections,
+            peer_requests,
+            peer_fallbacks,
         }
+    }
+
+    /// The ejection counter of one tier: `"origin"`, `"parent"` or `"peer"`.
+    pub fn ejections(&self, tier: &'static str) -> Counter {
+        self.ejections.get_or_create(&TierLabel { tier }).clone()
     }
 
     /// Counts one answered request and the body bytes sent for it.
@@ -166,6 +217,7 @@ impl Metrics {
         status: http::StatusCode,
         bytes: u64,
     ) {
+        self.client_requests.inc();
         let class = status_class_index(status);
         let slot = (protocol as usize * Outcome::ALL.len() + outcome as usize)
             * STATUS_CLASSES.len()
@@ -209,6 +261,33 @@ fn status_class_index(status: http::StatusCode) -> usize {
         300..=399 => 2,
         400..=499 => 3,
         _ => 4,
+    }
+}
+
+/// Client requests per origin request, computed at scrape time (0 before the first origin
+/// request). Across a fleet, sum the two counters instead: a cluster node that only delivers
+/// sends nothing to the origin, its peers do.
+#[derive(Debug)]
+struct OffloadCollector {
+    clients: Counter,
+    origin: Counter,
+}
+
+impl Collector for OffloadCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let origin = self.origin.get();
+        let ratio = match origin {
+            0 => 0.0,
+            n => self.clients.get() as f64 / n as f64,
+        };
+        let gauge = ConstGauge::new(ratio);
+        let metric = encoder.encode_descriptor(
+            "origin_offload_ratio",
+            "Client requests answered per request sent to an origin, since start",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        gauge.encode(metric)
     }
 }
 

@@ -98,9 +98,16 @@ impl EdgeReload {
         let tokens = Tokens::load(&new.admin)?;
         let running = self.running();
         let restart = config::restart_needed(&running, &new);
+        // Under the running name: a new `name` needs a restart, and the cluster finds this
+        // node in its peers by name.
+        let cluster = crate::upstream::cluster::Cluster::new(
+            &running.reloaded_with(&new),
+            &origin,
+            self.service.metrics(),
+        )?;
         let state = self
             .service
-            .state_for(&new.sites, &origin, new.log.access_log)?;
+            .state_for(&new.sites, cluster, &origin, new.log.access_log)?;
         self.service.swap_state(state);
         self.tokens.store(Arc::new(tokens));
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = running.reloaded_with(&new);

@@ -330,9 +330,11 @@ async fn build_service(
         https_port,
         purge_allow_from: config.purge.allow_from.clone(),
     };
+    let cluster = crate::upstream::cluster::Cluster::new(config, &origin, &metrics)?;
     Ok(Service::new(
         settings,
         &config.sites,
+        cluster,
         cache,
         origin,
         metrics,

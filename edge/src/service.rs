@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::origin::OriginClient;
 use crate::sites::{Site, SiteError, Sites};
 use crate::target;
+use crate::upstream::cluster::{Cluster, Route};
 
 /// The protocol a request arrived over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,8 @@ pub struct State {
     /// Each with its upstream (the origin client lives in them).
     pub sites: Sites,
     pub chain: Chain,
+    /// The other nodes of this POP, if it is a cluster.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The edge's request core.
@@ -125,6 +128,7 @@ impl Service {
     pub fn new(
         settings: ServiceSettings,
         sites: &[SiteConfig],
+        cluster: Option<Arc<Cluster>>,
         cache: Cache,
         origin: OriginClient,
         metrics: Arc<Metrics>,
@@ -135,6 +139,7 @@ impl Service {
             state: ArcSwap::from_pointee(State {
                 sites: Sites::default(),
                 chain: Chain::default(),
+                cluster: None,
             }),
             settings,
             cache,
@@ -143,16 +148,17 @@ impl Service {
             control: Arc::default(),
         };
         let access_log = service.settings.access_log;
-        let state = service.state_for(sites, &origin, access_log)?;
+        let state = service.state_for(sites, cluster, &origin, access_log)?;
         service.state = ArcSwap::from_pointee(state);
         Ok(service)
     }
 
-    /// A state for these sites, their upstreams on `origin`, and this service's fixed
-    /// settings.
+    /// A state for these sites, their upstreams on `origin`, the cluster, and this service's
+    /// fixed settings.
     pub fn state_for(
         &self,
         sites: &[SiteConfig],
+        cluster: Option<Arc<Cluster>>,
         origin: &OriginClient,
         access_log: bool,
     ) -> Result<State, SiteError> {
@@ -166,6 +172,7 @@ impl Service {
         Ok(State {
             sites,
             chain: Chain::new(global_filters(&settings, &self.health, &self.control)),
+            cluster,
         })
     }
 
@@ -210,9 +217,17 @@ impl Service {
     }
 
     /// Answers one request. Never fails: every problem becomes a response with a clear status.
-    pub async fn handle(&self, ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
+    pub async fn handle(&self, mut ctx: RequestCtx, req: Request<Body>) -> Response<Body> {
         let state = self.state.load_full();
         let (parts, req_body) = req.into_parts();
+        if let Some(cluster) = &state.cluster
+            && cluster.from_peer(&parts.headers)
+            && let Some(proto) = parts.headers.get("x-forwarded-proto")
+        {
+            // A peer's hop may be plain HTTP: the scheme that keys the object, redirects and
+            // is told to the origin is the client's, which the peer sent on.
+            ctx.secure = proto.as_bytes() == b"https";
+        }
         let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let target = target::host(&parts).and_then(|host| {
             let path = target::path_and_query(raw_target)?;
@@ -349,7 +364,17 @@ impl Service {
             return Box::pin(self.pass(&site.upstream, &lookup, origin_req(), req_body, "rule"))
                 .await;
         }
-        if cache::policy::cacheable_method(&info.parts.method) {
+        let cacheable = cache::policy::cacheable_method(&info.parts.method);
+        if cacheable
+            && let Some(cluster) = &state.cluster
+            && !cluster.from_peer(&info.parts.headers)
+            && let Route::Peer(peer) =
+                cluster.route(&cache::key::primary(scheme, host, &key.path_and_query))
+            && let Some(served) = Box::pin(to_peer(cluster, peer, origin_req())).await
+        {
+            return served;
+        }
+        if cacheable {
             self.cache
                 .serve(&lookup, &origin_req, site.upstream.clone())
                 .await
@@ -440,7 +465,11 @@ impl Service {
                 .append(HeaderName::from_static("cache-status"), v);
         }
         state.chain.on_response(info, site, response);
-        if let Some(site) = site {
+        // The owning peer has the same sites and applied their response rules already (an
+        // `add` would add twice).
+        if let Some(site) = site
+            && served.status.detail != Some(PEER_DETAIL)
+        {
             site.filters.on_response(info, Some(site), response);
         }
         if info.parts.method == Method::HEAD {
@@ -484,6 +513,27 @@ fn global_filters(
         filters.push(Arc::new(filter::AccessLog));
     }
     filters
+}
+
+/// Detail of the `Cache-Status` entry of a request another cluster node answered.
+const PEER_DETAIL: &str = "cluster-peer";
+
+/// Sends a GET or HEAD on to the cluster peer that owns its object and answers with what it
+/// said; `None` when the peer failed (the caller serves the request itself). The body is
+/// not sent: the cache ignores a GET's body, so the owner would too.
+async fn to_peer(cluster: &Cluster, peer: usize, parts: http::request::Parts) -> Option<Served> {
+    let response = cluster
+        .forward(peer, Request::from_parts(parts, body::empty()))
+        .await
+        .ok()?;
+    let status = CacheStatus {
+        // RFC 9211: this cache was configured not to handle the request; its owner did.
+        outcome: Some(Outcome::Bypass),
+        fwd_status: Some(response.status()),
+        detail: Some(PEER_DETAIL),
+        ..CacheStatus::default()
+    };
+    Some(Served { response, status })
 }
 
 /// The request for the site's upstream: the client's, minus what is only for this hop, with

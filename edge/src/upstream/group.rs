@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 use super::OriginUpstream;
@@ -180,6 +181,8 @@ struct Inner {
     epoch: Instant,
     /// Rotates the start among the origins of one priority (weighted).
     next: AtomicUsize,
+    /// Counts each ejection (the metric of this group's tier: origins, parents or peers).
+    ejections: Counter,
 }
 
 /// A site's origin group as its upstream.
@@ -199,7 +202,13 @@ impl Drop for GroupUpstream {
 
 impl GroupUpstream {
     /// Starts the probes too, if the health rules name a probe path (needs a runtime).
-    pub fn new(members: Vec<Member>, health: OriginHealth, balance: Balance) -> Self {
+    /// `ejections` counts every member this group ejects.
+    pub fn new(
+        members: Vec<Member>,
+        health: OriginHealth,
+        balance: Balance,
+        ejections: Counter,
+    ) -> Self {
         let retry_on = health
             .retry_on
             .iter()
@@ -212,6 +221,7 @@ impl GroupUpstream {
             retry_on,
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
+            ejections,
         });
         let probes = inner
             .health
@@ -219,6 +229,54 @@ impl GroupUpstream {
             .is_some()
             .then(|| tokio::spawn(probe(Arc::downgrade(&inner))));
         Self { inner, probes }
+    }
+
+    /// The member `key` belongs to (the first by rendezvous order among the healthy ones;
+    /// with every member ejected, the first of all) and whether it is up.
+    pub(crate) fn owner(&self, key: &str) -> (usize, bool) {
+        let first = self.inner.order(Some(key)).first().copied().unwrap_or(0);
+        let up = self
+            .inner
+            .members
+            .get(first)
+            .is_some_and(|m| self.inner.is_up(m));
+        (first, up)
+    }
+
+    /// The member at `index`.
+    pub(crate) fn member(&self, index: usize) -> Option<&Member> {
+        self.inner.members.get(index)
+    }
+
+    /// Sends `req` to the member at `index` only, counting the outcome in its health: a
+    /// failure (error, timeout, or an answer in `retry_on`) is returned for the caller to
+    /// handle, never retried elsewhere.
+    pub(crate) fn fetch_from(
+        &self,
+        index: usize,
+        req: Request<Body>,
+    ) -> BoxFuture<'static, Result<Response<Body>, OriginError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(member) = inner.members.get(index) else {
+                return Err(OriginError::Request(format!(
+                    "no member {index} in the group"
+                )));
+            };
+            let result = member
+                .upstream
+                .fetch_within(req, member.first_byte_timeout)
+                .await;
+            match &result {
+                Ok(r) if inner.retry_on.contains(&r.status()) => {
+                    inner.failed(member, r.status().as_str())
+                }
+                Ok(_) => inner.succeeded(member),
+                Err(e) if e.is_retryable() => inner.failed(member, &e.to_string()),
+                Err(_) => {}
+            }
+            result
+        })
     }
 }
 
@@ -244,6 +302,7 @@ impl Inner {
             let until = self.now_ms()
                 + u64::try_from(self.health.eject_for.as_millis()).unwrap_or(u64::MAX / 2);
             m.ejected_until.store(until.max(1), Ordering::Relaxed);
+            self.ejections.inc();
             tracing::warn!(origin = %m.upstream.origin, failures, reason = why, eject_for = ?self.health.eject_for, "origin ejected from its group");
         }
     }

@@ -5,6 +5,7 @@
 //! upstream maps it onto the site's origin URL; an origin group ([`group`]) tries several
 //! of them; a parent tier is another upstream.
 
+pub mod cluster;
 pub mod group;
 pub mod parent;
 
@@ -34,6 +35,30 @@ pub struct OriginUpstream {
     pub host: Option<HeaderValue>,
     pub client: OriginClient,
     pub metrics: Arc<Metrics>,
+    /// What is on the other side; only a site's own origin counts as an origin request.
+    pub tier: Tier,
+}
+
+/// What an upstream connection leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// A site's own origin.
+    Origin,
+    /// Another edge, a parent cache of the site.
+    Parent,
+    /// Another node of this POP's cluster.
+    Peer,
+}
+
+impl Tier {
+    /// The `tier` label of its metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Origin => "origin",
+            Self::Parent => "parent",
+            Self::Peer => "peer",
+        }
+    }
 }
 
 /// A site's upstream: its origin, or its origin group.
@@ -43,14 +68,16 @@ pub fn for_site(
     client: &OriginClient,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Upstream>, crate::origin::OriginUrlError> {
-    let origin = |url: OriginUrl, host: Option<&str>, client: OriginClient| OriginUpstream {
+    let origin = |url: OriginUrl, host: Option<&str>, client: OriginClient, tier| OriginUpstream {
         origin: url,
-        forward_host: config.forward_host,
+        // A parent is an edge serving the same site: it gets the client's Host.
+        forward_host: config.forward_host || tier != Tier::Origin,
         host: host.and_then(|h| HeaderValue::from_str(h).ok()),
         client,
         metrics: metrics.clone(),
+        tier,
     };
-    let members = |list: &[group::GroupOrigin], forward_host: bool| {
+    let members = |list: &[group::GroupOrigin], tier| {
         list.iter()
             .map(|o| {
                 let url = OriginUrl::parse(&o.url)?;
@@ -58,28 +85,28 @@ pub fn for_site(
                     Some(timeout) => client.with_connect_timeout(timeout),
                     None => client.clone(),
                 };
-                let mut upstream = origin(url, o.host.as_deref(), client);
-                upstream.forward_host |= forward_host;
+                let upstream = origin(url, o.host.as_deref(), client, tier);
                 Ok(group::Member::new(upstream, o))
             })
             .collect::<Result<Vec<_>, crate::origin::OriginUrlError>>()
     };
     let site_origin: Arc<dyn Upstream> = match config.origins.is_empty() {
-        true => Arc::new(origin(url.clone(), None, client.clone())),
+        true => Arc::new(origin(url.clone(), None, client.clone(), Tier::Origin)),
         false => Arc::new(group::GroupUpstream::new(
-            members(&config.origins, false)?,
+            members(&config.origins, Tier::Origin)?,
             config.origin_health.clone(),
             config.balance,
+            metrics.ejections(Tier::Origin.as_str()),
         )),
     };
     if config.parents.is_empty() {
         return Ok(site_origin);
     }
-    // A parent is an edge serving the same site: it gets the client's Host.
     let parents = group::GroupUpstream::new(
-        members(&config.parents, true)?,
+        members(&config.parents, Tier::Parent)?,
         config.origin_health.clone(),
         config.parent_balance,
+        metrics.ejections(Tier::Parent.as_str()),
     );
     Ok(Arc::new(parent::TieredUpstream {
         parents: Arc::new(parents),
@@ -131,8 +158,12 @@ impl OriginUpstream {
         let rewritten = self.rewrite(&mut req);
         let client = self.client.clone();
         let metrics = self.metrics.clone();
+        let tier = self.tier;
         Box::pin(async move {
             rewritten?;
+            if tier == Tier::Origin {
+                metrics.origin_requests.inc();
+            }
             let start = Instant::now();
             match client.send_within(req, first_byte_timeout).await {
                 Ok(response) => {
@@ -178,6 +209,7 @@ mod tests {
             host: None,
             client: OriginClient::new(&OriginConfig::default()).unwrap(),
             metrics: Arc::new(Metrics::new(store)),
+            tier: Tier::Origin,
         }
     }
 

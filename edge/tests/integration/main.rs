@@ -24,6 +24,7 @@ macro_rules! per_protocol {
 
 mod browser;
 mod caching;
+mod cluster;
 mod coalescing;
 mod control;
 mod failover;
