@@ -297,3 +297,155 @@ async fn a_recovered_parent_is_used_again() {
     child.stop().await;
     parent.stop().await;
 }
+
+/// A parent named by an `https://` URL is asked over HTTP/2 (ALPN), its certificate checked
+/// against `origin.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_over_https_is_asked_over_http2() {
+    let origin = TestOrigin::start().await;
+    origin.route("/t", Reply::ok("t").header("cache-control", "max-age=600"));
+    let parent = named("parent", &origin, Vec::new(), Fallback::Error).await;
+    let port = parent.running.https_addr().unwrap().port();
+    let ca = parent.cache_dir().join("tls/dev-cert.pem");
+    let child = TestEdge::start_with(&origin.url(), move |c| {
+        c.name = "child".into();
+        c.origin.ca_file = Some(ca);
+        c.sites[0].parents = vec![GroupOrigin {
+            url: format!("https://localhost:{port}"),
+            ..parent_at(port)
+        }];
+        c.sites[0].fallback = Fallback::Error;
+    })
+    .await;
+    for _ in 0..2 {
+        let r = child
+            .client(Proto::H1)
+            .get(&child.url(Proto::H1, "/t"))
+            .await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "t"));
+    }
+    let m = parent.metrics().await;
+    let h2_misses = r#"quicdn_requests_total{protocol="h2",cache="miss",status="2xx"}"#;
+    assert_eq!(metric(&m, h2_misses), 1.0, "{m}");
+    assert_eq!(origin.hits("/t"), 1);
+    child.stop().await;
+    parent.stop().await;
+}
+
+async fn purge_here(edge: &TestEdge, url: &str) {
+    use edge::control::command::{new_id, now_ms};
+    use edge::control::{Mode, Purge, Selector};
+    let purge = Purge {
+        id: new_id(),
+        selector: Selector::Url(url.into()),
+        mode: Mode::Hard,
+        issued_ms: now_ms(),
+    };
+    edge.running.service().purge(&purge).await;
+}
+
+/// The child's own entry in `Cache-Status` (the last) for `path` over HTTP/1.1, and the body.
+async fn child_get(child: &TestEdge, path: &str) -> (String, String) {
+    let r = child
+        .client(Proto::H1)
+        .get(&child.url(Proto::H1, path))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = cache_status(&r);
+    let own = status.rsplit(", ").next().unwrap_or_default().to_owned();
+    (r.text(), own)
+}
+
+/// A purge that reached the child but not yet its parent: the parent's older copy is served
+/// once more but never stored by the child; a copy the parent fetched after the purge is,
+/// however long it then waited in the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_does_not_store_a_parent_copy_older_than_its_purge() {
+    let origin = TestOrigin::start().await;
+    origin.route("/q", Reply::ok("v1").header("cache-control", "max-age=600"));
+    let parent = named("parent", &origin, Vec::new(), Fallback::Origin).await;
+    let child = named("child", &origin, vec![parent_of(&parent)], Fallback::Origin).await;
+    assert_eq!(child_get(&child, "/q").await.0, "v1");
+    // Age has whole seconds and the fence a second of slack: v1 is then clearly older.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    origin.route("/q", Reply::ok("v2").header("cache-control", "max-age=600"));
+    purge_here(&child, "http://localhost/q").await;
+    for _ in 0..2 {
+        let (body, own) = child_get(&child, "/q").await;
+        // The parent still has v1; the child passes it on and asks again next time.
+        assert_eq!(body, "v1");
+        assert!(own.starts_with("child; fwd=uri-miss"), "{own}");
+    }
+    let m = child.metrics().await;
+    assert_eq!(metric(&m, "quicdn_parent_requests_total"), 3.0, "{m}");
+
+    // Both purged; the parent fetches v2 at once, and it waits there 2.5 s (Age 2) before the
+    // child asks: made after the purge, the child keeps it.
+    purge_here(&parent, "http://localhost/q").await;
+    purge_here(&child, "http://localhost/q").await;
+    let r = parent
+        .client(Proto::H1)
+        .get(&parent.url(Proto::H1, "/q"))
+        .await;
+    assert_eq!(r.text(), "v2");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (body, own) = child_get(&child, "/q").await;
+    assert_eq!(body, "v2");
+    assert!(own.starts_with("child; fwd=uri-miss"), "{own}");
+    let (body, own) = child_get(&child, "/q").await;
+    assert_eq!(body, "v2");
+    assert!(own.starts_with("child; hit"), "stored: {own}");
+    assert_eq!(origin.hits("/q"), 2);
+    child.stop().await;
+    parent.stop().await;
+}
+
+/// On the control bus, a purge submitted at a child reaches its parent too: the next request
+/// at the child gets the origin's new content through the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_the_bus_reaches_the_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = crate::support::nats::NatsServer::start(dir.path());
+    let control = edge::config::ControlConfig {
+        nats: vec![nats.url().to_owned()],
+        replicas: 1,
+        pops: vec!["child".into(), "parent".into()],
+        ..edge::config::ControlConfig::default()
+    };
+    let origin = TestOrigin::start().await;
+    origin.route("/b", Reply::ok("v1").header("cache-control", "max-age=600"));
+    let on_bus = control.clone();
+    let parent = TestEdge::start_with(&origin.url(), move |c| {
+        c.name = "parent".into();
+        c.control = on_bus;
+    })
+    .await;
+    let parents = vec![parent_of(&parent)];
+    let child = TestEdge::start_with(&origin.url(), move |c| {
+        c.name = "child".into();
+        c.control = control;
+        c.sites[0].parents = parents;
+    })
+    .await;
+    assert_eq!(child_get(&child, "/b").await.0, "v1");
+    assert!(child_get(&child, "/b").await.1.starts_with("child; hit"));
+    origin.route("/b", Reply::ok("v2").header("cache-control", "max-age=600"));
+    let purge = edge::control::Command::Purge(edge::control::Purge {
+        id: edge::control::command::new_id(),
+        selector: edge::control::Selector::Url("http://localhost/b".into()),
+        mode: edge::control::Mode::Hard,
+        issued_ms: edge::control::command::now_ms(),
+    });
+    let s = child
+        .running
+        .control()
+        .submit(purge, Some(Duration::from_secs(5)))
+        .await;
+    assert!(s.pending.is_empty() && s.error.is_none(), "{s:?}");
+    let (body, own) = child_get(&child, "/b").await;
+    assert_eq!(body, "v2", "{own}");
+    assert_eq!(origin.hits("/b"), 2);
+    assert!(child_get(&child, "/b").await.1.starts_with("child; hit"));
+    child.stop().await;
+    parent.stop().await;
+}

@@ -123,16 +123,18 @@ impl PurgeLog {
     }
 }
 
-/// When the origin generated a response that a cache served: its `Date` minus its `Age` (RFC
-/// 9111 4.2.3). `None` for a response without `Age`, straight from an origin: it was made
-/// when it was asked for, after any purge the fence did not see, and an origin's `Date` can
-/// lag by its clock or by the time it took to answer.
+/// When the origin generated a response that a cache served, on this edge's clock: when it
+/// arrived here minus its `Age`, the time it spent in caches (RFC 9111 4.2.3). Not its
+/// `Date` minus its `Age`: a cache keeps the origin's `Date`, so that would count the time
+/// in caches twice, and a parent's copy fetched after a purge would look older than it once
+/// it had aged. `None` for a response without `Age`, straight from an origin: it was made
+/// when it was asked for, after any purge the fence did not see.
 fn generated_ms(meta: &Meta) -> Option<u64> {
     if !meta.header_map().contains_key(http::header::AGE) {
         return None;
     }
-    let date = meta.facts().date()?;
-    Some(millis(date).saturating_sub(meta.facts().age().as_millis() as u64))
+    let arrived = millis(meta.response_time());
+    Some(arrived.saturating_sub(meta.facts().age().as_millis() as u64))
 }
 
 impl Store {

@@ -226,9 +226,15 @@ async fn a_purge_fences_commits_of_fetches_it_overtook_and_of_older_responses() 
         )
         .await;
     assert!(store.commit(meta(&a, &[]), fence).await.is_err());
-    // A response generated (Date - Age) more than a second before a purge was issued is
-    // older than it, even from a fetch that began after it: a parent had not applied it.
+    // A response from a cache generated (its arrival minus its Age) more than a second
+    // before a purge was issued is older than it, even from a fetch that began after it: a
+    // parent had not applied it.
     let now = std::time::SystemTime::now();
+    let arrived = |key: &str, headers: &[(&str, &str)]| {
+        let mut m = meta(key, headers);
+        m.response_time = crate::cache::meta::millis(now);
+        m
+    };
     let issued = crate::cache::meta::millis(now);
     store
         .purge(
@@ -238,11 +244,42 @@ async fn a_purge_fences_commits_of_fetches_it_overtook_and_of_older_responses() 
         )
         .await;
     let date = httpdate::fmt_http_date(now - std::time::Duration::from_secs(30));
-    let aged = [("date", date.as_str()), ("age", "0")];
-    assert!(store.commit(meta(&b, &aged), store.fence()).await.is_err());
+    let aged = [("date", date.as_str()), ("age", "30")];
+    assert!(
+        store
+            .commit(arrived(&b, &aged), store.fence())
+            .await
+            .is_err()
+    );
+    // Age 0: it left its origin just now, whatever that origin's clock put in Date.
+    let skewed = [("date", date.as_str()), ("age", "0")];
+    store
+        .commit(arrived(&b, &skewed), store.fence())
+        .await
+        .unwrap();
     let fresh_date = httpdate::fmt_http_date(now);
     let fresh = [("date", fresh_date.as_str()), ("age", "0")];
-    store.commit(meta(&b, &fresh), store.fence()).await.unwrap();
+    store
+        .commit(arrived(&b, &fresh), store.fence())
+        .await
+        .unwrap();
+    // A parent's copy fetched 8 s ago, 2 s after a purge, is newer than the purge: a cache
+    // keeps the origin's Date, so Date minus Age (16 s ago) would wrongly call it older.
+    let c = key::variant("cdn.test/c", "");
+    let ten_ago = now - std::time::Duration::from_secs(10);
+    store
+        .purge(
+            urls(&["cdn.test/c"]),
+            Mode::Hard,
+            (crate::cache::meta::millis(ten_ago), now),
+        )
+        .await;
+    let parent_date = httpdate::fmt_http_date(now - std::time::Duration::from_secs(8));
+    let parent_copy = [("date", parent_date.as_str()), ("age", "8")];
+    store
+        .commit(arrived(&c, &parent_copy), store.fence())
+        .await
+        .unwrap();
     // Without Age it came from the origin when asked: its Date is not held against it.
     let origin_date = [("date", date.as_str())];
     let late = httpdate::fmt_http_date(now - std::time::Duration::from_secs(30));
@@ -259,7 +296,7 @@ async fn a_purge_fences_commits_of_fetches_it_overtook_and_of_older_responses() 
     let old_by_age = [("date", date.as_str()), ("age", "60")];
     assert!(
         store
-            .commit(meta(&b, &old_by_age), store.fence())
+            .commit(arrived(&b, &old_by_age), store.fence())
             .await
             .is_err()
     );
