@@ -36,8 +36,23 @@ pub struct ClusterConfig {
     /// Empty: no cluster.
     pub peers: Vec<ClusterPeer>,
     /// When a peer counts as failed, how long it is ejected, and its probes (by default its
-    /// health endpoint every second).
+    /// health endpoint every second). Keys left out keep these defaults, not
+    /// `origin_health`'s (which does not probe).
+    #[serde(deserialize_with = "over_cluster_defaults")]
     pub health: OriginHealth,
+}
+
+/// `[cluster.health]` as given, over the cluster's defaults rather than `OriginHealth`'s: a
+/// table that sets only `eject_after` must not turn the probes off.
+fn over_cluster_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OriginHealth, D::Error> {
+    use serde::de::Error as _;
+    let given = toml::Table::deserialize(d)?;
+    let mut merged =
+        toml::Table::try_from(ClusterConfig::default().health).map_err(D::Error::custom)?;
+    merged.extend(given);
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(D::Error::custom)
 }
 
 impl Default for ClusterConfig {
@@ -231,3 +246,26 @@ impl Cluster {
 /// The owning peer did not answer usably: serve the request locally.
 #[derive(Debug)]
 pub struct ForwardFailed;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_health_table_keeps_the_cluster_defaults() {
+        let config: ClusterConfig = toml::from_str(
+            "peers = [{ name = \"a\", url = \"http://10.0.0.1\" }]\n[health]\neject_after = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.health.eject_after, 5);
+        assert_eq!(config.health.probe_path.as_deref(), Some("/.quicdn/health"));
+        assert_eq!(
+            config.health.probe_interval,
+            std::time::Duration::from_secs(1)
+        );
+        let off: ClusterConfig = toml::from_str("[health]\nprobe_path = \"none\"\n").unwrap();
+        assert_eq!(off.health.probe_path, None);
+        let typo = toml::from_str::<ClusterConfig>("[health]\neject_aftr = 5\n");
+        assert!(typo.is_err());
+    }
+}
