@@ -19,7 +19,7 @@
 # its request for a miss and for a bypassed path are recorded and compared.
 #
 # Env: N (10000), CONNS (4), WARM (200), TOP (12 functions), WORK (default a new temp dir).
-# Needs valgrind, h2load (nghttp2-client), python3, curl. Runtime: about a minute.
+# Needs valgrind, h2load (nghttp2-client), python3, curl. Runtime: about 20 s.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
