@@ -70,17 +70,20 @@ impl Default for EdgeConfig {
     }
 }
 
-/// Listener addresses. Any of them may be `null`/absent to disable it, except that at least
-/// one of `https` and `http` must be set.
+/// Listener addresses. Any of them may be `"none"` to disable it (left out, it keeps its
+/// default), except that at least one of `https` and `http` must be set.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
     /// TLS listener: HTTP/2 and HTTP/1.1 by ALPN.
+    #[serde(with = "unset::none")]
     pub https: Option<SocketAddr>,
     /// Plain-text HTTP/1.1 (and prior-knowledge HTTP/2) listener.
+    #[serde(with = "unset::none")]
     pub http: Option<SocketAddr>,
     /// Admin listener: `/metrics`, `/health`, `/config`, `POST /reload`. Loopback by default:
     /// metrics are not public, and a reload is for the operator.
+    #[serde(with = "unset::none")]
     pub admin: Option<SocketAddr>,
     /// Path answered by the edge itself on the public listeners, whatever the Host, so health
     /// checkers (geodns) can probe the POP the way clients reach it.
@@ -717,6 +720,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_listener_set_to_none_is_off_and_prints_as_none() {
+        let c: EdgeConfig =
+            toml::from_str("[listen]\nhttps = \"none\"\nadmin = \"none\"\n").unwrap();
+        assert_eq!((c.listen.https, c.listen.admin), (None, None));
+        assert_eq!(
+            c.listen.http,
+            ListenConfig::default().http,
+            "left out: its default"
+        );
+        let printed = shared::config::render(&c).unwrap();
+        assert!(printed.contains("https = \"none\""), "{printed}");
+        let again: EdgeConfig = toml::from_str(&printed).unwrap();
+        assert_eq!(again, c);
+        let bad = toml::from_str::<EdgeConfig>("[listen]\nhttp = \"8080\"\n").unwrap_err();
+        assert!(bad.to_string().contains("an address like"), "{bad}");
+    }
+
+    #[test]
     fn only_keys_a_reload_cannot_apply_need_a_restart() {
         let running = EdgeConfig::default();
         let mut new = running.clone();
@@ -726,6 +747,11 @@ mod tests {
         new.origin.connect_timeout = Duration::from_secs(1);
         new.log.access_log = false;
         new.reload.watch_interval = Duration::ZERO;
+        new.cluster.peers = vec![crate::upstream::cluster::ClusterPeer {
+            name: "quicdn".into(),
+            url: "http://127.0.0.1:1".into(),
+            weight: 1,
+        }];
         assert!(restart_needed(&running, &new).is_empty());
         new.listen.https = None;
         new.cache.slice_size = ByteSize::mib(4);
@@ -742,6 +768,7 @@ mod tests {
         );
         let applied = running.reloaded_with(&new);
         assert_eq!(applied.sites, new.sites);
+        assert_eq!(applied.cluster, new.cluster);
         assert!(!applied.log.access_log);
         assert_eq!(applied.listen, running.listen);
         assert_eq!(applied.cache, running.cache);

@@ -82,6 +82,18 @@ impl Value for u16 {
     }
 }
 
+impl Value for std::net::SocketAddr {
+    const EXPECTING: &'static str = "an address like \"0.0.0.0:8443\"";
+
+    fn write<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse().map_err(|e| format!("{text:?}: {e}"))
+    }
+}
+
 fn write<V: Value, S: Serializer>(value: &Option<V>, word: &str, s: S) -> Result<S::Ok, S::Error> {
     match value {
         Some(v) => v.write(s),
