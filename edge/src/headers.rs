@@ -115,6 +115,16 @@ pub(crate) fn cdn_loop_contains(headers: &HeaderMap, id: &str) -> bool {
         })
 }
 
+/// A normalised host (lowercase, no port, IPv6 without brackets) as it goes in `Host` or
+/// `X-Forwarded-Host`: an IPv6 literal in brackets again (RFC 9110 7.2), or the next hop
+/// (a parent edge) would refuse it as no valid authority.
+pub(crate) fn host_value(host: &str) -> Option<HeaderValue> {
+    match host.contains(':') {
+        true => HeaderValue::from_str(&format!("[{host}]")).ok(),
+        false => HeaderValue::from_str(host).ok(),
+    }
+}
+
 /// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` (removed when `proto` is
 /// `None`: the site shares entries across schemes, so the origin must not be told one) and
 /// `X-Forwarded-Host`.
@@ -143,7 +153,7 @@ pub(crate) fn add_forwarded(
             headers.remove(xfp);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(host) {
+    if let Some(v) = host_value(host) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
 }
@@ -314,6 +324,10 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "cdn.example");
+        add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), None, "2001:db8::1");
+        assert_eq!(h["x-forwarded-host"], "[2001:db8::1]");
+        assert_eq!(host_value("::1").unwrap(), "[::1]");
+        assert_eq!(host_value("cdn.example").unwrap(), "cdn.example");
     }
 
     #[test]

@@ -554,7 +554,7 @@ fn origin_parts(
     // The edge answers 100-continue itself; the origin client does not speak it.
     headers.remove(header::EXPECT);
     headers.remove(header::HOST);
-    if let Ok(v) = HeaderValue::from_str(host) {
+    if let Some(v) = headers::host_value(host) {
         headers.insert(header::HOST, v);
     }
     let (mut out, ()) = Request::new(()).into_parts();

@@ -449,3 +449,47 @@ async fn a_purge_on_the_bus_reaches_the_parent() {
     child.stop().await;
     parent.stop().await;
 }
+
+/// A site served at an IPv6 literal: the child sends `Host: [::1]` (brackets again) to its
+/// parent, which finds the same site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_literal_host_goes_through_the_parent() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/6",
+        Reply::ok("six").header("cache-control", "max-age=600"),
+    );
+    let with_v6 = |c: &mut edge::config::EdgeConfig| c.sites[0].hosts.push("::1".into());
+    let parent = TestEdge::start_with(&origin.url(), move |c| {
+        c.name = "parent".into();
+        with_v6(c);
+    })
+    .await;
+    let parents = vec![parent_of(&parent)];
+    let child = TestEdge::start_with(&origin.url(), move |c| {
+        c.name = "child".into();
+        c.sites[0].parents = parents;
+        c.sites[0].fallback = Fallback::Error;
+        with_v6(c);
+    })
+    .await;
+    let port = child.running.http_addr().unwrap().port();
+    let host = format!("[::1]:{port}");
+    let r = child
+        .client(Proto::H1)
+        .get_with(&child.url(Proto::H1, "/6"), &[("host", host.as_str())])
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (200, "six"),
+        "{}",
+        cache_status(&r)
+    );
+    assert!(
+        cache_status(&r).starts_with("parent; fwd=uri-miss"),
+        "{}",
+        cache_status(&r)
+    );
+    child.stop().await;
+    parent.stop().await;
+}
