@@ -147,7 +147,34 @@ impl OriginError {
 #[error("origin body idle for more than {0:?}")]
 pub(crate) struct IdleBodyTimeout(pub Duration);
 
-type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+type Pooled = Client<HttpsConnector<Destination>, Body>;
+
+/// Where a pool's connections go: the request URI's authority, or, for an upstream that is
+/// sent another host than its own (a parent or peer edge, an origin with `forward_host` or a
+/// `host` of its own), always the upstream's address. Such a request's URI carries the host
+/// it is for, so that HTTP/2's `:authority` says the same as `Host` (RFC 9113 8.3.1: a
+/// server may refuse a request where they differ, and an edge does); the connection, and the
+/// name its TLS certificate is checked against, are the upstream's.
+#[derive(Clone)]
+struct Destination {
+    tcp: HttpConnector,
+    to: Option<Uri>,
+}
+
+impl tower_service::Service<Uri> for Destination {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.tcp.call(self.to.clone().unwrap_or(uri));
+        Box::pin(async move { connecting.await.map_err(Into::into) })
+    }
+}
 
 /// Pooled client for all origins. Cloning it is cheap: clones share the pools and the
 /// per-origin concurrency caps.
@@ -157,42 +184,66 @@ pub struct OriginClient {
     client: Pooled,
     config: OriginConfig,
     limits: Arc<Mutex<HashMap<Authority, Arc<Semaphore>>>>,
-    /// One pool per connect timeout in use, `origin.connect_timeout`'s included: a
-    /// connector's timeout is fixed when it is built, and hyper hands it only the URI.
-    pools: Arc<Mutex<HashMap<Duration, Pooled>>>,
+    /// One pool per connect timeout and fixed destination in use (`origin.connect_timeout`
+    /// to wherever the URI says included): a connector's timeout and destination are fixed
+    /// when it is built, and hyper hands it only the URI.
+    pools: Arc<Mutex<HashMap<PoolKey, Pooled>>>,
     tls: Arc<rustls::ClientConfig>,
+    /// This handle's connect timeout.
+    connect_timeout: Duration,
+    /// The fixed destination of this handle's pool (see [`Destination`]), which its
+    /// concurrency cap counts by; `None`: the URI's authority.
+    destination: Option<OriginUrl>,
 }
+
+type PoolKey = (Duration, Option<OriginUrl>);
 
 impl OriginClient {
     /// Builds the client; fails only if `ca_file` cannot be read.
     pub fn new(config: &OriginConfig) -> Result<Self, shared::tls::TlsError> {
         let tls = Arc::new(shared::tls::client_config(config.ca_file.as_deref())?);
-        let client = pool(config, &tls, config.connect_timeout);
-        let pools = HashMap::from([(config.connect_timeout, client.clone())]);
+        let client = pool(config, &tls, config.connect_timeout, None);
+        let pools = HashMap::from([((config.connect_timeout, None), client.clone())]);
         Ok(Self {
             client,
             config: config.clone(),
             limits: Arc::default(),
             pools: Arc::new(Mutex::new(pools)),
             tls,
+            connect_timeout: config.connect_timeout,
+            destination: None,
         })
+    }
+
+    /// A handle on the pool of `key` (made on first use), sharing everything else.
+    fn handle(&self, key: PoolKey) -> Self {
+        let client = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_insert_with(|| pool(&self.config, &self.tls, key.0, key.1.as_ref()))
+            .clone();
+        Self {
+            client,
+            connect_timeout: key.0,
+            destination: key.1,
+            ..self.clone()
+        }
+    }
+
+    /// This client, connecting every request to `to` whatever authority its URI names (see
+    /// [`Destination`]): for an upstream sent another host than its own. Called when a site's
+    /// upstream is built, never per request.
+    pub fn to_destination(&self, to: &OriginUrl) -> Self {
+        self.handle((self.connect_timeout, Some(to.clone())))
     }
 
     /// This client, connecting with `connect_timeout` instead of `origin.connect_timeout`:
     /// called when a site's upstream is built, never per request. Handles with one timeout
     /// share one pool; the concurrency cap per origin is shared by all.
     pub fn with_connect_timeout(&self, connect_timeout: Duration) -> Self {
-        let client = self
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(connect_timeout)
-            .or_insert_with(|| pool(&self.config, &self.tls, connect_timeout))
-            .clone();
-        Self {
-            client,
-            ..self.clone()
-        }
+        self.handle((connect_timeout, self.destination.clone()))
     }
 
     /// Sends `req` (absolute URI) and returns the response head with a body guarded by the
@@ -207,11 +258,14 @@ impl OriginClient {
         req: Request<Body>,
         first_byte_timeout: Option<Duration>,
     ) -> Result<Response<Body>, OriginError> {
-        let authority = req
-            .uri()
-            .authority()
-            .cloned()
-            .ok_or_else(|| OriginError::Request("origin URI has no authority".into()))?;
+        let authority = match &self.destination {
+            Some(to) => to.authority.clone(),
+            None => req
+                .uri()
+                .authority()
+                .cloned()
+                .ok_or_else(|| OriginError::Request("origin URI has no authority".into()))?,
+        };
         let timeout = first_byte_timeout.unwrap_or(self.config.first_byte_timeout);
         let deadline = Instant::now() + timeout;
         let permit = tokio::time::timeout_at(deadline, self.slot(authority))
@@ -255,17 +309,50 @@ impl OriginClient {
 
 /// A pool whose connections are made within `connect_timeout` (TCP; TLS is bounded by the
 /// first-byte timeout).
-fn pool(config: &OriginConfig, tls: &rustls::ClientConfig, connect_timeout: Duration) -> Pooled {
+fn pool(
+    config: &OriginConfig,
+    tls: &rustls::ClientConfig,
+    connect_timeout: Duration,
+    to: Option<&OriginUrl>,
+) -> Pooled {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
-        .https_or_http()
+        .https_or_http();
+    let builder = match to {
+        // The certificate is the destination's, whatever host the request is for.
+        Some(to) => {
+            let host = to
+                .authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            match rustls::pki_types::ServerName::try_from(host.to_owned()) {
+                Ok(name) => builder
+                    .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+                Err(_) => builder,
+            }
+        }
+        None => builder,
+    };
+    let destination = Destination {
+        tcp: http,
+        to: to.and_then(|to| {
+            Uri::builder()
+                .scheme(to.scheme.clone())
+                .authority(to.authority.clone())
+                .path_and_query("/")
+                .build()
+                .ok()
+        }),
+    };
+    let connector = builder
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(destination);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.max_idle_per_host)

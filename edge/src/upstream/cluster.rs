@@ -152,15 +152,15 @@ impl Cluster {
             .peers
             .iter()
             .map(|p| {
-                let upstream = OriginUpstream {
-                    origin: OriginUrl::parse(&p.url)?,
+                let upstream = OriginUpstream::new(
+                    OriginUrl::parse(&p.url)?,
                     // A peer serves the same sites: it gets the client's host.
-                    forward_host: true,
-                    host: None,
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    tier: Tier::Peer,
-                };
+                    true,
+                    None,
+                    client,
+                    metrics,
+                    Tier::Peer,
+                );
                 let as_member = GroupOrigin {
                     url: p.url.clone(),
                     priority: 0,

@@ -68,14 +68,16 @@ pub fn for_site(
     client: &OriginClient,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Upstream>, crate::origin::OriginUrlError> {
-    let origin = |url: OriginUrl, host: Option<&str>, client: OriginClient, tier| OriginUpstream {
-        origin: url,
-        // A parent is an edge serving the same site: it gets the client's Host.
-        forward_host: config.forward_host || tier != Tier::Origin,
-        host: host.and_then(|h| HeaderValue::from_str(h).ok()),
-        client,
-        metrics: metrics.clone(),
-        tier,
+    let origin = |url: OriginUrl, host: Option<&str>, client: OriginClient, tier| {
+        OriginUpstream::new(
+            url,
+            // A parent is an edge serving the same site: it gets the client's Host.
+            config.forward_host || tier != Tier::Origin,
+            host.and_then(|h| HeaderValue::from_str(h).ok()),
+            &client,
+            metrics,
+            tier,
+        )
     };
     let members = |list: &[group::GroupOrigin], tier| {
         list.iter()
@@ -123,14 +125,36 @@ pub fn for_site(
 }
 
 impl OriginUpstream {
-    /// The request as it leaves for the origin.
+    /// An upstream at `origin`. One sent another host than its own (`forward_host`, or a
+    /// `host` of its own) connects through a client bound to `origin`'s address, since its
+    /// request URIs name the host they are for (see [`Self::rewrite`]).
+    pub fn new(
+        origin: OriginUrl,
+        forward_host: bool,
+        host: Option<HeaderValue>,
+        client: &OriginClient,
+        metrics: &Arc<Metrics>,
+        tier: Tier,
+    ) -> Self {
+        let client = match forward_host || host.is_some() {
+            true => client.to_destination(&origin),
+            false => client.clone(),
+        };
+        Self {
+            origin,
+            forward_host,
+            host,
+            client,
+            metrics: metrics.clone(),
+            tier,
+        }
+    }
+
+    /// The request as it leaves for the origin: the path under the origin's prefix, and the
+    /// host it is sent as both in `Host` and in the URI's authority, which HTTP/2 sends as
+    /// `:authority` (RFC 9113 8.3.1: the two must agree, and a parent edge refuses a request
+    /// where they do not). The connection goes to the origin's address either way.
     fn rewrite(&self, req: &mut Request<Body>) -> Result<(), OriginError> {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri = self
-            .origin
-            .join(path)
-            .map_err(|e| OriginError::Request(format!("cannot map {path:?} to the origin: {e}")))?;
-        *req.uri_mut() = uri;
         if let Some(host) = &self.host {
             req.headers_mut().insert(header::HOST, host.clone());
         } else if !self.forward_host {
@@ -138,6 +162,23 @@ impl OriginUpstream {
                 .map_err(|e| OriginError::Request(format!("origin authority as Host: {e}")))?;
             req.headers_mut().insert(header::HOST, host);
         }
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut uri = self
+            .origin
+            .join(path)
+            .map_err(|e| OriginError::Request(format!("cannot map {path:?} to the origin: {e}")))?;
+        // A request without Host (a health probe) keeps the origin's authority.
+        if (self.forward_host || self.host.is_some())
+            && let Some(sent) = req.headers().get(header::HOST)
+        {
+            let authority = http::uri::Authority::try_from(sent.as_bytes())
+                .map_err(|e| OriginError::Request(format!("Host {sent:?} as authority: {e}")))?;
+            let mut parts = uri.into_parts();
+            parts.authority = Some(authority);
+            uri = http::Uri::from_parts(parts)
+                .map_err(|e| OriginError::Request(format!("upstream URI: {e}")))?;
+        }
+        *req.uri_mut() = uri;
         Ok(())
     }
 }
@@ -203,14 +244,14 @@ mod tests {
             memory_budget: 1 << 20,
         };
         let store = Store::open(dir.path(), limits).await.unwrap();
-        OriginUpstream {
-            origin: OriginUrl::parse(origin).unwrap(),
+        OriginUpstream::new(
+            OriginUrl::parse(origin).unwrap(),
             forward_host,
-            host: None,
-            client: OriginClient::new(&OriginConfig::default()).unwrap(),
-            metrics: Arc::new(Metrics::new(store)),
-            tier: Tier::Origin,
-        }
+            None,
+            &OriginClient::new(&OriginConfig::default()).unwrap(),
+            &Arc::new(Metrics::new(store)),
+            Tier::Origin,
+        )
     }
 
     fn client_request(target: &str, host: &str) -> Request<Body> {
@@ -231,7 +272,14 @@ mod tests {
         let mut req = client_request("/a", "cdn.example.com");
         let forwarding = upstream("https://origin.test", true).await;
         forwarding.rewrite(&mut req).unwrap();
-        assert_eq!(req.uri(), "https://origin.test/a");
+        // The URI names the host it is for (HTTP/2's :authority agrees with Host).
+        assert_eq!(req.uri(), "https://cdn.example.com/a");
         assert_eq!(req.headers()[header::HOST], "cdn.example.com");
+        let mut probe = Request::get("/health").body(body::empty()).unwrap();
+        forwarding.rewrite(&mut probe).unwrap();
+        assert_eq!(probe.uri(), "https://origin.test/health");
+        let mut v6 = client_request("/a", "[::1]:8443");
+        forwarding.rewrite(&mut v6).unwrap();
+        assert_eq!(v6.uri(), "https://[::1]:8443/a");
     }
 }

@@ -298,25 +298,37 @@ async fn a_recovered_parent_is_used_again() {
     parent.stop().await;
 }
 
-/// A parent named by an `https://` URL is asked over HTTP/2 (ALPN), its certificate checked
-/// against `origin.ca_file`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parent_over_https_is_asked_over_http2() {
-    let origin = TestOrigin::start().await;
-    origin.route("/t", Reply::ok("t").header("cache-control", "max-age=600"));
-    let parent = named("parent", &origin, Vec::new(), Fallback::Error).await;
+/// A parent on HTTPS and a child that names it as `https://PARENT_HOST:port` (no fallback),
+/// trusting the parent's development certificate; `tweak` adjusts the child's config.
+async fn https_parent_and_child(
+    origin: &TestOrigin,
+    parent_host: &'static str,
+    tweak: impl FnOnce(&mut edge::config::EdgeConfig),
+) -> (TestEdge, TestEdge) {
+    let parent = named("parent", origin, Vec::new(), Fallback::Error).await;
     let port = parent.running.https_addr().unwrap().port();
     let ca = parent.cache_dir().join("tls/dev-cert.pem");
     let child = TestEdge::start_with(&origin.url(), move |c| {
         c.name = "child".into();
         c.origin.ca_file = Some(ca);
         c.sites[0].parents = vec![GroupOrigin {
-            url: format!("https://localhost:{port}"),
+            url: format!("https://{parent_host}:{port}"),
             ..parent_at(port)
         }];
         c.sites[0].fallback = Fallback::Error;
+        tweak(c);
     })
     .await;
+    (parent, child)
+}
+
+/// A parent named by an `https://` URL is asked over HTTP/2 (ALPN), its certificate checked
+/// against `origin.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_over_https_is_asked_over_http2() {
+    let origin = TestOrigin::start().await;
+    origin.route("/t", Reply::ok("t").header("cache-control", "max-age=600"));
+    let (parent, child) = https_parent_and_child(&origin, "localhost", |_| {}).await;
     for _ in 0..2 {
         let r = child
             .client(Proto::H1)
@@ -328,6 +340,45 @@ async fn a_parent_over_https_is_asked_over_http2() {
     let h2_misses = r#"quicdn_requests_total{protocol="h2",cache="miss",status="2xx"}"#;
     assert_eq!(metric(&m, h2_misses), 1.0, "{m}");
     assert_eq!(origin.hits("/t"), 1);
+    child.stop().await;
+    parent.stop().await;
+}
+
+/// A parent named by its address (not by the site's host) over HTTP/2: the request's
+/// `:authority` is the client's host, as `Host` is (a parent refuses the two differing), while
+/// the connection and the certificate check are the parent's address. Probes of the parent
+/// keep working (none ejects it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_at_an_address_gets_the_clients_host_as_its_authority() {
+    let origin = TestOrigin::start().await;
+    origin.route("/a", Reply::ok("a").header("cache-control", "max-age=600"));
+    let (parent, child) = https_parent_and_child(&origin, "127.0.0.1", |c| {
+        c.sites[0].origin_health.probe_path = Some("/.quicdn/health".into());
+        c.sites[0].origin_health.probe_interval = Duration::from_millis(100);
+    })
+    .await;
+    let child_port = child.running.http_addr().unwrap().port();
+    for host in ["cdn.test".to_owned(), format!("localhost:{child_port}")] {
+        let r = child
+            .client(Proto::H1)
+            .get_with(&child.url(Proto::H1, "/a"), &[("host", host.as_str())])
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.text().as_str()),
+            (200, "a"),
+            "{host}: {}",
+            cache_status(&r)
+        );
+    }
+    // Long enough for several probes, each of which would count a failure.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let m = parent.metrics().await;
+    let h2_misses = r#"quicdn_requests_total{protocol="h2",cache="miss",status="2xx"}"#;
+    assert_eq!(metric(&m, h2_misses), 2.0, "one miss per host: {m}");
+    let c = child.metrics().await;
+    let ejected = r#"quicdn_upstream_ejections_total{tier="parent"}"#;
+    assert_eq!(metric(&c, ejected), 0.0, "{c}");
+    assert_eq!(metric(&c, "quicdn_parent_requests_total"), 2.0, "{c}");
     child.stop().await;
     parent.stop().await;
 }
