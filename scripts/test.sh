@@ -30,8 +30,9 @@ fi
 PACKAGES=(ca-certificates curl chromium python3 python3-venv ffmpeg dnsutils iproute2
   iputils-ping unbound docker-compose nats-server)
 # ---------------------------------------------------------------------------------------------
-# PyPI packages for the Python HTTP/3 client, installed into target/test-venv.
-PY_PACKAGES=(niquests)
+# PyPI packages, installed into target/test-venv: the Python HTTP/3 client (niquests), and
+# the signers the token tests use (botocore's CloudFrontSigner with rsa, akamai-edgeauth).
+PY_PACKAGES=(niquests botocore rsa akamai-edgeauth)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -57,7 +58,7 @@ command -v cargo >/dev/null 2>&1 \
   || die "cargo not found: install the Rust toolchain (https://rustup.rs) and open a new shell"
 
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import niquests' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import niquests, botocore, rsa, akamai.edgeauth' 2>/dev/null; then
   say "creating $venv with ${PY_PACKAGES[*]}"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"

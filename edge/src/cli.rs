@@ -196,3 +196,126 @@ fn print(answer: &Answer) -> u64 {
     }
     failed
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SignArgs {
+    /// The URL to sign (https://host/path?query, or /path?query with --secret).
+    url: String,
+    /// How long it stays valid (1h, 30m) or when it expires (seconds since the epoch).
+    #[arg(long)]
+    expires: String,
+    /// When it becomes valid, as --expires (default: at once).
+    #[arg(long)]
+    starts: Option<String>,
+    /// Limit it to one client address or CIDR.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Sign a path prefix (e.g. /hls/show/) instead of the one URL.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// The key id (default: the site's first key).
+    #[arg(long)]
+    key: Option<String>,
+    /// The secret (hex:… or base64:…) instead of the site's key from --config; needs --key.
+    /// Default: the QUICDN_SIGN_SECRET environment variable.
+    #[arg(long)]
+    secret: Option<String>,
+}
+
+/// Environment variable holding the signing secret when --secret is not given.
+const SECRET_ENV: &str = "QUICDN_SIGN_SECRET";
+
+impl SignArgs {
+    /// The signed URL, with the key from `config`'s site for the URL's host or from --secret.
+    pub(crate) fn sign(&self, config: Option<&edge::config::EdgeConfig>) -> anyhow::Result<String> {
+        use edge::rules::token::{NativeKey, SignOptions, sign};
+        let (origin, path) = split_url(&self.url)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let secret = self
+            .secret
+            .clone()
+            .or_else(|| std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()));
+        let key = match (secret, config) {
+            (Some(secret), _) => NativeKey {
+                id: self.key.clone().context("--secret needs --key (its id)")?,
+                secret,
+            },
+            (None, Some(config)) => {
+                let host = origin
+                    .and_then(|o| o.split("://").nth(1))
+                    .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
+                    .context("give the URL with its host (https://host/path) to find its site")?;
+                let site = config
+                    .sites
+                    .iter()
+                    .find(|s| s.hosts.iter().any(|h| host_matches(h, &host)))
+                    .with_context(|| format!("no site in the config serves {host}"))?;
+                let keys = &site.token.keys;
+                match &self.key {
+                    Some(id) => keys.iter().find(|k| &k.id == id).cloned(),
+                    None => keys.first().cloned(),
+                }
+                .with_context(|| format!("the site of {host} has no such token.key"))?
+            }
+            (None, None) => anyhow::bail!("give --config (the site's keys) or --secret and --key"),
+        };
+        let secret = key
+            .bytes()
+            .map_err(|e| anyhow::anyhow!("key {:?}: secret: {e}", key.id))?;
+        let options = SignOptions {
+            key_id: key.id.clone(),
+            expires: when(&self.expires, now)?,
+            starts: self.starts.as_deref().map(|s| when(s, now)).transpose()?,
+            ip: self.ip.clone(),
+            prefix: self.prefix.clone(),
+        };
+        if let Some(prefix) = &options.prefix {
+            let bare = path.split('?').next().unwrap_or_default();
+            anyhow::ensure!(
+                bare.starts_with(prefix.as_str()),
+                "the URL's path {bare} is not under --prefix {prefix}"
+            );
+        }
+        Ok(format!(
+            "{}{}",
+            origin.unwrap_or_default(),
+            sign(&secret, path, &options)
+        ))
+    }
+}
+
+/// `https://host` and `/path?query` of a URL (no origin for a bare path).
+fn split_url(url: &str) -> anyhow::Result<(Option<&str>, &str)> {
+    if url.starts_with('/') {
+        return Ok((None, url));
+    }
+    let after = url
+        .find("://")
+        .map(|i| i + 3)
+        .context("the URL needs http:// or https://, or to be a /path")?;
+    Ok(match url[after..].find('/') {
+        Some(i) => (Some(&url[..after + i]), &url[after + i..]),
+        None => anyhow::bail!("the URL has no path: {url}/ perhaps"),
+    })
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        None => pattern == host,
+    }
+}
+
+/// Seconds since the epoch from a duration after `now` (`1h`) or a timestamp.
+fn when(text: &str, now: u64) -> anyhow::Result<u64> {
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(text.parse()?);
+    }
+    let d = humantime_serde::re::humantime::parse_duration(text)
+        .with_context(|| format!("{text:?}: a duration (1h) or seconds since the epoch"))?;
+    Ok(now + d.as_secs())
+}

@@ -535,6 +535,12 @@ pub struct SiteConfig {
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::rules::PathRule>,
     /// Static pages for 5xx answers (the origin's, or the edge's own 502/504).
+    /// Signed URLs and tokens ([`crate::rules::token`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::rules::token::TokenConfig::is_empty"
+    )]
+    pub token: crate::rules::token::TokenConfig,
     #[serde(default, rename = "error_page")]
     pub error_pages: Vec<crate::rules::ErrorPage>,
     /// Pass the origin's `Surrogate-Key` and `Cache-Tag` headers on to clients. By default
@@ -577,6 +583,7 @@ impl SiteConfig {
             rules: Vec::new(),
             keep_surrogate_keys: false,
             error_pages: Vec::new(),
+            token: Default::default(),
         }
     }
 }

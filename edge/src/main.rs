@@ -62,6 +62,9 @@ enum Command {
     /// admin API (`POST /prewarm`); prints each POP's result per URL. Exit status 1 if
     /// refused, if a URL failed, or if POPs are pending after --wait.
     Prewarm(cli::PrewarmArgs),
+    /// Print a signed URL for a site with `[site.token]` keys (its key from --config, or
+    /// --secret): quicdn's own format, for the URL or a path prefix.
+    Sign(cli::SignArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,6 +100,15 @@ fn run() -> anyhow::Result<()> {
             return admin_call(&admin_config(&args)?, |addr| {
                 cli::send(addr, "/prewarm", request)
             });
+        }
+        Some(Command::Sign(sign)) => {
+            let config = args
+                .config
+                .as_ref()
+                .map(|_| effective_config(&args))
+                .transpose()?;
+            println!("{}", sign.sign(config.as_ref())?);
+            return Ok(());
         }
         None => {}
     }

@@ -60,6 +60,27 @@ pub struct Metrics {
     /// itself because that peer failed.
     pub peer_requests: Counter,
     pub peer_fallbacks: Counter,
+    token_checks: TokenChecks,
+}
+
+/// `quicdn_token_checks_total{format,result}`: signed URL and token checks, by format
+/// (`native`, `cloudfront`, `akamai`; `none` when the request had no token) and result
+/// (`ok`, `trusted`, or why it was refused).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TokenChecks(Family<TokenLabels, Counter>);
+
+impl TokenChecks {
+    pub(crate) fn counter(&self, format: &'static str, result: &'static str) -> Counter {
+        self.0
+            .get_or_create(&TokenLabels { format, result })
+            .clone()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TokenLabels {
+    format: &'static str,
+    result: &'static str,
 }
 
 impl Metrics {
@@ -174,6 +195,12 @@ impl Metrics {
             "URLs a pre-warm could not put in the cache (error, timeout, not cacheable)",
             prewarm_failed.clone(),
         );
+        let token_checks = TokenChecks::default();
+        registry.register(
+            "token_checks",
+            "Signed URL and token checks, by format and result (ok, trusted, or the refusal)",
+            token_checks.0.clone(),
+        );
         let control = ControlMetrics::register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
@@ -201,7 +228,12 @@ impl Metrics {
             ejections,
             peer_requests,
             peer_fallbacks,
+            token_checks,
         }
+    }
+
+    pub(crate) fn token_checks(&self) -> &TokenChecks {
+        &self.token_checks
     }
 
     /// The ejection counter of one tier: `"origin"`, `"parent"` or `"peer"`.

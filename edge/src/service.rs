@@ -166,7 +166,8 @@ impl Service {
             access_log,
             ..self.settings.clone()
         };
-        let sites = Sites::new(sites, self.settings.https_port, |config, url| {
+        let checks = Some(self.metrics.token_checks());
+        let sites = Sites::new(sites, self.settings.https_port, checks, |config, url| {
             crate::upstream::for_site(config, url, origin, &self.metrics)
         })?;
         Ok(State {

@@ -64,15 +64,21 @@ pub struct Sites {
 impl Sites {
     /// The sites of `configs`, each with the upstream `upstream` makes for it (wrapped for
     /// its rules) and the filters of its rules; `https_port` is where HTTPS redirects point.
-    pub fn new(
+    pub(crate) fn new(
         configs: &[SiteConfig],
         https_port: Option<u16>,
+        token_checks: Option<&crate::metrics::TokenChecks>,
         upstream: impl Fn(&SiteConfig, &OriginUrl) -> Result<Arc<dyn Upstream>, OriginUrlError>,
     ) -> Result<Self, SiteError> {
         let mut sites = Self::default();
         for config in configs {
             let origin = OriginUrl::parse(config.primary_origin())?;
-            let parts = crate::rules::build(config, upstream(config, &origin)?, https_port)?;
+            let parts = crate::rules::build(
+                config,
+                upstream(config, &origin)?,
+                https_port,
+                token_checks.cloned(),
+            )?;
             let site = Arc::new(Site {
                 upstream: parts.upstream,
                 origin,
@@ -152,6 +158,7 @@ mod tests {
                 site(&["*.img.example.com"], "http://c"),
             ],
             None,
+            None,
             nowhere,
         )
         .unwrap();
@@ -161,7 +168,7 @@ mod tests {
         assert_eq!(origin("x.img.example.com"), Some("http://c".into()));
         assert_eq!(origin("example.com"), None);
         assert_eq!(origin("evil.com"), None);
-        let with_any = Sites::new(&[site(&["*"], "http://d")], None, nowhere).unwrap();
+        let with_any = Sites::new(&[site(&["*"], "http://d")], None, None, nowhere).unwrap();
         assert!(with_any.find("anything").is_some());
     }
 }

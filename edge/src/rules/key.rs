@@ -150,7 +150,7 @@ impl Compiled {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 5.4 syntax).
-fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -8,6 +8,7 @@ mod errors;
 mod headers;
 mod key;
 mod path;
+pub mod token;
 mod ttl;
 
 use std::collections::BTreeMap;
@@ -127,6 +128,10 @@ pub struct PathRule {
     pub response_headers: HeaderEdits,
     /// Set on requests to the origin (after the site's own edits).
     pub request_headers: HeaderEdits,
+    /// Whether this path needs a signed token (`[site.token]`); unset, the site's
+    /// `token.required` decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<bool>,
 }
 
 /// Why a site's rules were refused: names the rule and the field.
@@ -146,7 +151,7 @@ fn invalid(at: impl Into<String>, what: impl Into<String>) -> RuleError {
 
 /// Checks a site's rules (what config validation calls).
 pub fn check(site: &SiteConfig) -> Result<(), RuleError> {
-    Compiled::new(site, None).map(drop)
+    Compiled::new(site, None, None).map(drop)
 }
 
 /// A site's rules compiled: its filters and how its upstream is wrapped.
@@ -157,7 +162,11 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn new(site: &SiteConfig, https_port: Option<u16>) -> Result<Self, RuleError> {
+    fn new(
+        site: &SiteConfig,
+        https_port: Option<u16>,
+        token_checks: Option<crate::metrics::TokenChecks>,
+    ) -> Result<Self, RuleError> {
         let mut patterns = Vec::with_capacity(site.rules.len());
         for (i, rule) in site.rules.iter().enumerate() {
             let at = format!("rule {} (path {:?})", i + 1, rule.path);
@@ -177,6 +186,10 @@ impl Compiled {
             }));
         }
         let patterns: Arc<[PathPattern]> = patterns.into();
+        // Before anything the request could cost: a refused token reaches no origin.
+        if let Some(f) = token::TokenFilter::new(site, token_checks)? {
+            filters.push(Arc::new(f));
+        }
         if let Some(f) = HeaderRules::new(site)? {
             filters.push(Arc::new(f));
         }
@@ -215,12 +228,13 @@ pub struct SiteParts {
 
 /// A site's filters and its upstream wrapped for its TTL rules. `https_port` is where an
 /// HTTPS redirect points unless the site sets `https_port`.
-pub fn build(
+pub(crate) fn build(
     site: &SiteConfig,
     upstream: Arc<dyn Upstream>,
     https_port: Option<u16>,
+    token_checks: Option<crate::metrics::TokenChecks>,
 ) -> Result<SiteParts, RuleError> {
-    let compiled = Compiled::new(site, https_port)?;
+    let compiled = Compiled::new(site, https_port, token_checks)?;
     let upstream = match compiled.ttl {
         Some(rules) => Arc::new(TtlUpstream {
             inner: upstream,

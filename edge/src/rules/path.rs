@@ -26,6 +26,13 @@ impl PathPattern {
         })
     }
 
+    /// A pattern from any text (a token's ACL, a policy's resource): `*` is the only wildcard.
+    pub(crate) fn glob(text: &str) -> Self {
+        Self {
+            parts: text.split('*').map(str::to_owned).collect(),
+        }
+    }
+
     pub fn matches(&self, path: &str) -> bool {
         let Some((first, rest)) = self.parts.split_first() else {
             return false;

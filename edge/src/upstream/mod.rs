@@ -37,6 +37,8 @@ pub struct OriginUpstream {
     pub metrics: Arc<Metrics>,
     /// What is on the other side; only a site's own origin counts as an origin request.
     pub tier: Tier,
+    /// The site's token parameters, left out of the URI (a site's own origin only).
+    pub token_params: Option<crate::rules::token::TokenParams>,
 }
 
 /// What an upstream connection leads to.
@@ -69,7 +71,7 @@ pub fn for_site(
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Upstream>, crate::origin::OriginUrlError> {
     let origin = |url: OriginUrl, host: Option<&str>, client: OriginClient, tier| {
-        OriginUpstream::new(
+        let mut upstream = OriginUpstream::new(
             url,
             // A parent is an edge serving the same site: it gets the client's Host.
             config.forward_host || tier != Tier::Origin,
@@ -77,7 +79,12 @@ pub fn for_site(
             &client,
             metrics,
             tier,
-        )
+        );
+        // An origin does not need a site's signatures; a parent checks them again.
+        if tier == Tier::Origin {
+            upstream.token_params = crate::rules::token::TokenParams::of(&config.token);
+        }
+        upstream
     };
     let members = |list: &[group::GroupOrigin], tier| {
         list.iter()
@@ -147,6 +154,7 @@ impl OriginUpstream {
             client,
             metrics: metrics.clone(),
             tier,
+            token_params: None,
         }
     }
 
@@ -163,9 +171,13 @@ impl OriginUpstream {
             req.headers_mut().insert(header::HOST, host);
         }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let path = match &self.token_params {
+            Some(params) => params.strip(path),
+            None => std::borrow::Cow::Borrowed(path),
+        };
         let mut uri = self
             .origin
-            .join(path)
+            .join(&path)
             .map_err(|e| OriginError::Request(format!("cannot map {path:?} to the origin: {e}")))?;
         // A request without Host (a health probe) keeps the origin's authority.
         if (self.forward_host || self.host.is_some())

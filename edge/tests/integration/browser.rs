@@ -96,16 +96,7 @@ async fn chromium_loads_the_demo_page_over_http3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_quic_client_fetches_a_large_object_byte_exact() {
-    let python = std::env::var_os("QUICDN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python")
-        });
-    assert!(
-        python.is_file(),
-        "{} is missing: run ./scripts/test.sh, which makes a venv with niquests (qh3)",
-        python.display()
-    );
+    let python = crate::support::test_python("niquests (qh3)");
     let origin = TestOrigin::start().await;
     let len: u64 = 6 << 20;
     origin.route(

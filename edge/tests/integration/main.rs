@@ -40,3 +40,4 @@ mod reload;
 mod robustness;
 mod rules;
 mod tiers;
+mod tokens;

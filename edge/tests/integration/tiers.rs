@@ -22,7 +22,7 @@ fn cache_status(r: &crate::support::client::Resp) -> String {
     lines.join(", ")
 }
 
-fn parent_of(edge: &TestEdge) -> GroupOrigin {
+pub(crate) fn parent_of(edge: &TestEdge) -> GroupOrigin {
     parent_at(edge.running.http_addr().unwrap().port())
 }
 

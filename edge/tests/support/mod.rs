@@ -26,3 +26,20 @@ pub fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<
     });
     lines
 }
+
+/// The Python of the venv `scripts/test.sh` makes (or `QUICDN_TEST_PYTHON`); `has` says what
+/// the venv holds, for the message when it is missing.
+pub fn test_python(has: &str) -> std::path::PathBuf {
+    let python = std::env::var_os("QUICDN_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/test-venv/bin/python")
+        });
+    assert!(
+        python.is_file(),
+        "{} is missing: run ./scripts/test.sh, which makes a venv with {has}",
+        python.display()
+    );
+    python
+}
