@@ -240,7 +240,7 @@ impl SignArgs {
         let key = match (secret, config) {
             (Some(secret), _) => NativeKey {
                 id: self.key.clone().context("--secret needs --key (its id)")?,
-                secret,
+                secret: edge::config::Secret::new(secret),
             },
             (None, Some(config)) => {
                 let host = origin

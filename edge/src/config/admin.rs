@@ -83,6 +83,19 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// As a plain field (a site's signing keys): printed redacted, like the optional ones.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(Self::REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
 impl unset::Value for Secret {
     const EXPECTING: &'static str = "a token";
 

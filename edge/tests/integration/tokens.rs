@@ -60,7 +60,7 @@ fn native() -> TokenConfig {
         required: true,
         keys: vec![NativeKey {
             id: "k1".into(),
-            secret: SECRET.into(),
+            secret: edge::config::Secret::new(SECRET),
         }],
         ..TokenConfig::default()
     }
@@ -369,7 +369,10 @@ async fn akamai_tokens_made_by_edgeauth_in_query_cookie_and_header() {
     let token = TokenConfig {
         required: true,
         akamai: Some(AkamaiConfig {
-            keys: vec!["00".repeat(16), AKAMAI_KEY.into()],
+            keys: vec![
+                edge::config::Secret::new("00".repeat(16)),
+                edge::config::Secret::new(AKAMAI_KEY),
+            ],
             ..AkamaiConfig::default()
         }),
         ..TokenConfig::default()

@@ -31,7 +31,7 @@ pub use native::{SignOptions, sign};
 
 use super::{PathPattern, RuleError, invalid};
 use crate::body::Body;
-use crate::config::SiteConfig;
+use crate::config::{Secret, SiteConfig};
 use crate::filter::{Filter, KeyParts, Phases, RequestInfo, Verdict};
 use crate::headers::{CacheStatus, Outcome};
 use crate::metrics::TokenChecks;
@@ -96,18 +96,22 @@ pub struct NativeKey {
     /// What URLs name it by (`kid=`).
     pub id: String,
     /// `hex:…` or `base64:…`, at least 16 bytes (32 random bytes: `openssl rand -hex 32`).
-    pub secret: String,
+    /// Printed redacted (`--print-config`, `/config`).
+    pub secret: Secret,
 }
 
 impl NativeKey {
     /// The secret's bytes.
     pub fn bytes(&self) -> Result<Vec<u8>, String> {
-        let bytes = if let Some(h) = self.secret.strip_prefix("hex:") {
+        let secret = self.secret.expose();
+        let bytes = if let Some(h) = secret.strip_prefix("hex:") {
             akamai::key_bytes(h).ok_or("not hex")?
-        } else if let Some(b) = self.secret.strip_prefix("base64:") {
+        } else if let Some(b) = secret.strip_prefix("base64:") {
             base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
                 .map_err(|_| "not base64")?
+        } else if secret == Secret::REDACTED {
+            return Err("is the redacted placeholder of a printed config, not the secret".into());
         } else {
             return Err("must start with hex: or base64:".into());
         };
@@ -132,8 +136,8 @@ pub struct CloudFrontKey {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AkamaiConfig {
-    /// The hex secrets (several during a rotation).
-    pub keys: Vec<String>,
+    /// The hex secrets (several during a rotation), printed redacted.
+    pub keys: Vec<Secret>,
     /// The query parameter, cookie and header the token comes in.
     pub name: String,
     pub field_delimiter: char,
@@ -406,7 +410,7 @@ impl TokenFilter {
                     .keys
                     .iter()
                     .map(|k| {
-                        akamai::key_bytes(k)
+                        akamai::key_bytes(k.expose())
                             .filter(|b| !b.is_empty())
                             .map(|b| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &b))
                             .ok_or_else(|| invalid("token.akamai.keys", "each a hex secret"))

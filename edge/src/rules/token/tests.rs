@@ -185,13 +185,25 @@ required = true
     );
     site.token.keys.push(NativeKey {
         id: "k1".into(),
-        secret: "hex:00ff".into(),
+        secret: Secret::new("hex:00ff"),
     });
     assert!(err(&site).contains("at least 16"), "{}", err(&site));
-    site.token.keys[0].secret = "0123456789abcdef0123".into();
+    site.token.keys[0].secret = Secret::new("0123456789abcdef0123");
     assert!(err(&site).contains("hex: or base64:"), "{}", err(&site));
-    site.token.keys[0].secret = "base64:MDEyMzQ1Njc4OWFiY2RlZg==".into();
+    site.token.keys[0].secret = Secret::new("base64:MDEyMzQ1Njc4OWFiY2RlZg==");
     assert!(TokenFilter::new(&site, None).unwrap().is_some());
+    // A printed config shows the placeholder, which is refused as a secret.
+    let printed = toml::to_string(&site).unwrap();
+    assert!(
+        !printed.contains("MDEy") && printed.contains("(redacted)"),
+        "{printed}"
+    );
+    let pasted: SiteConfig = toml::from_str(&printed).unwrap();
+    assert!(
+        err(&pasted).contains("redacted placeholder"),
+        "{}",
+        err(&pasted)
+    );
     site.token.expired_status = 404;
     assert!(err(&site).contains("403 or 410"), "{}", err(&site));
 }
