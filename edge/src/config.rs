@@ -535,6 +535,12 @@ pub struct SiteConfig {
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::rules::PathRule>,
     /// Static pages for 5xx answers (the origin's, or the edge's own 502/504).
+    /// Request and miss limits per client ([`crate::rules::limit`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::rules::limit::RateLimitConfig::is_empty"
+    )]
+    pub rate_limit: crate::rules::limit::RateLimitConfig,
     /// Signed URLs and tokens ([`crate::rules::token`]).
     #[serde(
         default,
@@ -584,6 +590,7 @@ impl SiteConfig {
             keep_surrogate_keys: false,
             error_pages: Vec::new(),
             token: Default::default(),
+            rate_limit: Default::default(),
         }
     }
 }

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub peer_requests: Counter,
     pub peer_fallbacks: Counter,
     token_checks: TokenChecks,
+    limited: crate::rules::limit::LimitCounters,
 }
 
 /// `quicdn_token_checks_total{format,result}`: signed URL and token checks, by format
@@ -75,6 +76,11 @@ impl TokenChecks {
             .get_or_create(&TokenLabels { format, result })
             .clone()
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -201,6 +207,28 @@ impl Metrics {
             "Signed URL and token checks, by format and result (ok, trusted, or the refusal)",
             token_checks.0.clone(),
         );
+        let limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 by a rate limit: on all requests, or on misses only",
+            limited.clone(),
+        );
+        // One statement each: a family's read guard lives to the end of its statement, and a
+        // second get_or_create in the same one would wait for it forever.
+        let limited_requests = limited
+            .get_or_create(&LimitLabel { limit: "requests" })
+            .clone();
+        let limited_misses = limited
+            .get_or_create(&LimitLabel { limit: "misses" })
+            .clone();
+        let limited_admin = limited
+            .get_or_create(&LimitLabel { limit: "admin" })
+            .clone();
+        let limited = crate::rules::limit::LimitCounters {
+            requests: limited_requests,
+            misses: limited_misses,
+            admin: limited_admin,
+        };
         let control = ControlMetrics::register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
@@ -229,11 +257,16 @@ impl Metrics {
             peer_requests,
             peer_fallbacks,
             token_checks,
+            limited,
         }
     }
 
-    pub(crate) fn token_checks(&self) -> &TokenChecks {
-        &self.token_checks
+    /// The counters the site rules count with.
+    pub(crate) fn rules(&self) -> crate::rules::RuleMetrics {
+        crate::rules::RuleMetrics {
+            token_checks: Some(self.token_checks.clone()),
+            limited: self.limited.clone(),
+        }
     }
 
     /// The ejection counter of one tier: `"origin"`, `"parent"` or `"peer"`.

@@ -329,6 +329,7 @@ async fn build_service(
         body_memory_total: config.listen.body_memory_total.as_u64(),
         https_port,
         purge_allow_from: config.purge.allow_from.clone(),
+        admin_limit: crate::rules::limit::Limiter::admin(&config.admin, &metrics.rules().limited),
     };
     let cluster = crate::upstream::cluster::Cluster::new(config, &origin, &metrics)?;
     Ok(Service::new(

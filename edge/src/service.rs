@@ -99,6 +99,8 @@ pub struct ServiceSettings {
     pub https_port: Option<u16>,
     /// Clients that may send `PURGE` (`[purge] allow_from`).
     pub purge_allow_from: Vec<ipnet::IpNet>,
+    /// The limit of admin writes and `PURGE` per client (`[admin] rate_limit`).
+    pub admin_limit: Option<Arc<crate::rules::limit::Limiter>>,
 }
 
 /// What a request runs on from its start to its end: the sites, the global filter chain and
@@ -166,10 +168,13 @@ impl Service {
             access_log,
             ..self.settings.clone()
         };
-        let checks = Some(self.metrics.token_checks());
-        let sites = Sites::new(sites, self.settings.https_port, checks, |config, url| {
-            crate::upstream::for_site(config, url, origin, &self.metrics)
-        })?;
+        let rule_metrics = self.metrics.rules();
+        let sites = Sites::new(
+            sites,
+            self.settings.https_port,
+            &rule_metrics,
+            |config, url| crate::upstream::for_site(config, url, origin, &self.metrics),
+        )?;
         Ok(State {
             sites,
             chain: Chain::new(global_filters(&settings, &self.health, &self.control)),
@@ -201,6 +206,10 @@ impl Service {
     pub fn connection_budget(&self) -> ReadBudget {
         self.body_memory
             .connection(self.settings.body_memory_per_connection)
+    }
+
+    pub(crate) fn admin_limit(&self) -> Option<&Arc<crate::rules::limit::Limiter>> {
+        self.settings.admin_limit.as_ref()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -500,6 +509,7 @@ fn global_filters(
         // Before anything that could send the request on: a PURGE never reaches an origin.
         Arc::new(filter::PurgeMethod {
             allow_from: settings.purge_allow_from.clone(),
+            limit: settings.admin_limit.clone(),
             control: control.clone(),
         }),
         Arc::new(filter::Forwarded::new(&settings.name)),
@@ -559,6 +569,11 @@ fn origin_parts(
         headers.insert(header::HOST, v);
     }
     let (mut out, ()) = Request::new(()).into_parts();
+    // Who the fetch is for: a site's miss limits count it against them.
+    out.extensions.insert(crate::rules::limit::ClientOf {
+        ip: info.ctx.peer.ip(),
+        rule: info.site_rule(),
+    });
     out.method = parts.method.clone();
     out.uri = target;
     out.version = Version::HTTP_11;

@@ -67,18 +67,14 @@ impl Sites {
     pub(crate) fn new(
         configs: &[SiteConfig],
         https_port: Option<u16>,
-        token_checks: Option<&crate::metrics::TokenChecks>,
+        rule_metrics: &crate::rules::RuleMetrics,
         upstream: impl Fn(&SiteConfig, &OriginUrl) -> Result<Arc<dyn Upstream>, OriginUrlError>,
     ) -> Result<Self, SiteError> {
         let mut sites = Self::default();
         for config in configs {
             let origin = OriginUrl::parse(config.primary_origin())?;
-            let parts = crate::rules::build(
-                config,
-                upstream(config, &origin)?,
-                https_port,
-                token_checks.cloned(),
-            )?;
+            let parts =
+                crate::rules::build(config, upstream(config, &origin)?, https_port, rule_metrics)?;
             let site = Arc::new(Site {
                 upstream: parts.upstream,
                 origin,
@@ -158,7 +154,7 @@ mod tests {
                 site(&["*.img.example.com"], "http://c"),
             ],
             None,
-            None,
+            &Default::default(),
             nowhere,
         )
         .unwrap();
@@ -168,7 +164,13 @@ mod tests {
         assert_eq!(origin("x.img.example.com"), Some("http://c".into()));
         assert_eq!(origin("example.com"), None);
         assert_eq!(origin("evil.com"), None);
-        let with_any = Sites::new(&[site(&["*"], "http://d")], None, None, nowhere).unwrap();
+        let with_any = Sites::new(
+            &[site(&["*"], "http://d")],
+            None,
+            &Default::default(),
+            nowhere,
+        )
+        .unwrap();
         assert!(with_any.find("anything").is_some());
     }
 }

@@ -274,6 +274,7 @@ mod tests {
                     &[Verb::Purge, Verb::Reload],
                 ),
             ],
+            ..AdminConfig::default()
         })
         .unwrap()
     }
@@ -402,6 +403,7 @@ mod tests {
                 sites: vec!["*".into()],
                 verbs: vec![Verb::Purge],
             }],
+            ..AdminConfig::default()
         };
         let t = Tokens::load(&config(file.clone())).unwrap();
         let ok = with("Bearer file-token-0123456789");

@@ -64,6 +64,9 @@ impl Admin {
                 Err(e) => AdminResponse::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             },
             "/reload" => {
+                if let Some(refused) = self.limited(&req) {
+                    return refused;
+                }
                 if let Err(refused) = self.authorize(&req, Verb::Reload, &Scope::Edge) {
                     return refused;
                 }
@@ -84,6 +87,9 @@ impl Admin {
     ) -> AdminResponse {
         if req.method != Method::POST {
             return AdminResponse::method_not_allowed(&req.path, Method::POST);
+        }
+        if let Some(refused) = self.limited(req) {
+            return refused;
         }
         let checked = match parse(&req.body) {
             Ok(c) => c,
@@ -113,6 +119,21 @@ impl Admin {
                 error_json(&e.to_string()),
             ),
         }
+    }
+
+    /// `429` when the caller is over `[admin] rate_limit` (before its token is looked at).
+    fn limited(&self, req: &AdminRequest) -> Option<AdminResponse> {
+        let limit = self.service.admin_limit()?;
+        let wait = limit.check(req.peer.ip())?;
+        tracing::warn!(peer = %req.peer, path = %req.path, "admin call over its rate limit");
+        let (text, headers) = limit.refusal_parts(wait, "admin calls");
+        let refused = AdminResponse::text(StatusCode::TOO_MANY_REQUESTS, text);
+        Some(
+            headers
+                .into_iter()
+                .filter_map(|(name, value)| Some((name?, value)))
+                .fold(refused, |r, (name, value)| r.with_header(name, value)),
+        )
     }
 
     fn authorize(

@@ -15,10 +15,27 @@ use super::unset;
 /// `POST /reload` from anyone who reaches the listener, as before tokens existed. With
 /// tokens, each of these needs a token with its verb (and, for purge and pre-warm, its
 /// sites). `/metrics`, `/health` and `/config` need none.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub tokens: Vec<TokenConfig>,
+    /// Write calls per client address: `POST /purge`, `/prewarm`, `/reload` and the `PURGE`
+    /// method, each answered `429` beyond it (`"none"`: no limit). A bad token costs a call
+    /// too, so guessing is held to this rate.
+    #[serde(with = "unset::none")]
+    pub rate_limit: Option<crate::rules::limit::Rate>,
+    /// Calls beyond the rate one client may make at once.
+    pub rate_burst: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            rate_limit: "20/s".parse().ok(),
+            rate_burst: 100,
+        }
+    }
 }
 
 /// One bearer token (`Authorization: Bearer <token>`).
@@ -227,7 +244,10 @@ mod tests {
             verbs: vec![Verb::Purge],
         };
         f(&mut t);
-        AdminConfig { tokens: vec![t] }
+        AdminConfig {
+            tokens: vec![t],
+            ..AdminConfig::default()
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl ControlSlot {
 pub(crate) struct PurgeMethod {
     pub allow_from: Vec<IpNet>,
     pub control: Arc<ControlSlot>,
+    pub limit: Option<Arc<crate::rules::limit::Limiter>>,
 }
 
 impl Filter for PurgeMethod {
@@ -65,6 +66,11 @@ impl Filter for PurgeMethod {
             );
         }
         let client = req.ctx.peer.ip().to_canonical();
+        if let Some(limit) = &self.limit
+            && let Some(wait) = limit.check(client)
+        {
+            return Verdict::Respond(limit.served(wait, "PURGE requests"));
+        }
         if !self.allow_from.iter().any(|net| net.contains(&client)) {
             return refuse(
                 StatusCode::FORBIDDEN,

@@ -7,6 +7,7 @@
 mod errors;
 mod headers;
 mod key;
+pub mod limit;
 mod path;
 pub mod token;
 mod ttl;
@@ -132,6 +133,9 @@ pub struct PathRule {
     /// `token.required` decides.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<bool>,
+    /// This path's own request and miss limits (instead of the site's).
+    #[serde(skip_serializing_if = "limit::RateLimitConfig::is_empty")]
+    pub rate_limit: limit::RateLimitConfig,
 }
 
 /// Why a site's rules were refused: names the rule and the field.
@@ -151,7 +155,7 @@ fn invalid(at: impl Into<String>, what: impl Into<String>) -> RuleError {
 
 /// Checks a site's rules (what config validation calls).
 pub fn check(site: &SiteConfig) -> Result<(), RuleError> {
-    Compiled::new(site, None, None).map(drop)
+    Compiled::new(site, None, &RuleMetrics::default()).map(drop)
 }
 
 /// A site's rules compiled: its filters and how its upstream is wrapped.
@@ -159,13 +163,21 @@ struct Compiled {
     filters: Vec<Arc<dyn Filter>>,
     ttl: Option<Arc<ttl::TtlRules>>,
     patterns: Arc<[PathPattern]>,
+    limits: Option<limit::SiteLimits>,
+}
+
+/// The counters a site's rules count with (unregistered ones when a config is only checked).
+#[derive(Clone, Default)]
+pub(crate) struct RuleMetrics {
+    pub(crate) token_checks: Option<crate::metrics::TokenChecks>,
+    pub(crate) limited: limit::LimitCounters,
 }
 
 impl Compiled {
     fn new(
         site: &SiteConfig,
         https_port: Option<u16>,
-        token_checks: Option<crate::metrics::TokenChecks>,
+        metrics: &RuleMetrics,
     ) -> Result<Self, RuleError> {
         let mut patterns = Vec::with_capacity(site.rules.len());
         for (i, rule) in site.rules.iter().enumerate() {
@@ -180,6 +192,11 @@ impl Compiled {
             ttl::check(&rule.ttl).map_err(|e| invalid(format!("{at}, ttl"), e))?;
         }
         let mut filters: Vec<Arc<dyn Filter>> = Vec::new();
+        // First: a client over its limit costs nothing more (no signature check, no lookup).
+        let limits = limit::SiteLimits::new(site, &metrics.limited)?;
+        if let Some(f) = limits.as_ref().and_then(limit::SiteLimits::filter) {
+            filters.push(Arc::new(f));
+        }
         if site.redirect_https {
             filters.push(Arc::new(headers::RedirectHttps {
                 port: site.https_port.or(https_port),
@@ -187,7 +204,7 @@ impl Compiled {
         }
         let patterns: Arc<[PathPattern]> = patterns.into();
         // Before anything the request could cost: a refused token reaches no origin.
-        if let Some(f) = token::TokenFilter::new(site, token_checks)? {
+        if let Some(f) = token::TokenFilter::new(site, metrics.token_checks.clone())? {
             filters.push(Arc::new(f));
         }
         if let Some(f) = HeaderRules::new(site)? {
@@ -213,6 +230,7 @@ impl Compiled {
             filters,
             ttl,
             patterns,
+            limits,
         })
     }
 }
@@ -232,14 +250,19 @@ pub(crate) fn build(
     site: &SiteConfig,
     upstream: Arc<dyn Upstream>,
     https_port: Option<u16>,
-    token_checks: Option<crate::metrics::TokenChecks>,
+    metrics: &RuleMetrics,
 ) -> Result<SiteParts, RuleError> {
-    let compiled = Compiled::new(site, https_port, token_checks)?;
+    let compiled = Compiled::new(site, https_port, metrics)?;
     let upstream = match compiled.ttl {
         Some(rules) => Arc::new(TtlUpstream {
             inner: upstream,
             rules,
         }) as Arc<dyn Upstream>,
+        None => upstream,
+    };
+    // Outermost: a client over its miss limit is answered before anything is fetched.
+    let upstream = match &compiled.limits {
+        Some(limits) => limits.wrap(upstream),
         None => upstream,
     };
     Ok(SiteParts {

@@ -30,6 +30,7 @@ mod control;
 mod failover;
 mod h3;
 mod hardening;
+mod limits;
 mod media;
 mod prewarm;
 mod process;
